@@ -1,0 +1,107 @@
+# ummap build.  `make` builds the library and CLI into build/ (or $(B)),
+# `make test` runs the whole suite, `make sanitize` runs it under
+# ASan+UBSan, `make tsan` runs the threaded tests under TSan.
+PREFIX  ?= /usr/local
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+DESTDIR ?=
+B       ?= build
+CC      ?= cc
+SAN     ?=
+OPT     ?= -O2
+VERSION := 0.1.0
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+CFLAGS  += -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -pthread -Iinclude $(SAN)
+LDLIBS  += -pthread
+LIB_CFLAGS := -fPIC -fvisibility=hidden
+
+LIB_SRC := $(sort $(wildcard src/*.c))
+LIB_OBJ := $(LIB_SRC:src/%.c=$(B)/obj/%.o)
+TESTS   := $(sort $(wildcard tests/test_*.c))
+TEST_BIN:= $(TESTS:tests/%.c=$(B)/tests/%)
+TEST_LIB:= $(sort $(wildcard tests/lib/*.c))
+EXAMPLES:= $(sort $(wildcard examples/*.c))
+EX_BIN  := $(EXAMPLES:examples/%.c=$(B)/examples/%)
+MAN3    := $(wildcard man/man3/*.3)
+MAN1    := $(wildcard man/man1/*.1)
+
+all: $(B)/libummap.so $(B)/libummap.a $(B)/ummap $(B)/ummap.pc
+
+$(B)/obj/%.o: src/%.c src/*.h include/ummap.h | $(B)/obj
+	$(CC) $(CFLAGS) $(LIB_CFLAGS) -c -o $@ $<
+
+$(B)/libummap.so: $(LIB_OBJ) src/libummap.map
+	$(CC) $(CFLAGS) -shared -Wl,-soname,libummap.so.0 \
+	  -Wl,--version-script=src/libummap.map -o $@ $(LIB_OBJ) $(LDLIBS)
+
+$(B)/libummap.a: $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(B)/ummap: tools/ummap.c $(B)/libummap.a
+	$(CC) $(CFLAGS) -o $@ $< $(B)/libummap.a $(LDLIBS)
+
+$(B)/ummap.pc: ummap.pc.in
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+$(B)/tests/%: tests/%.c $(TEST_LIB) tests/lib/*.h $(B)/libummap.a | $(B)/tests
+	$(CC) $(CFLAGS) -Itests/lib -o $@ $< $(TEST_LIB) $(B)/libummap.a -lcriterion $(LDLIBS)
+
+$(B)/examples/%: examples/%.c $(B)/libummap.a | $(B)/examples
+	$(CC) $(CFLAGS) -o $@ $< $(B)/libummap.a $(LDLIBS)
+
+$(B)/obj $(B)/tests $(B)/examples:
+	mkdir -p $@
+
+# The test command: every test program; FUZZ_OPS sets the fuzzer's length.
+test: all $(TEST_BIN) $(EX_BIN)
+	B=$(B) FUZZ_OPS=$${FUZZ_OPS:-5000} sh tests/run.sh $(TEST_BIN)
+
+# ASan+UBSan build of the whole suite, in its own build directory.
+sanitize:
+	$(MAKE) B=build-asan OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
+
+# TSan build of the threaded tests.
+tsan:
+	$(MAKE) B=build-tsan OPT=-O1 SAN="-fsanitize=thread" all build-tsan/tests/test_threads
+	B=build-tsan sh tests/run.sh build-tsan/tests/test_threads
+
+# The long fuzzer run (1,000,000 operations).
+fuzz-long: $(B)/tests/test_fuzz
+	FUZZ_OPS=1000000 $(B)/tests/test_fuzz --verbose=0
+
+demo: all
+	$(B)/ummap demo
+
+# Debian packages the build, the tests and the benchmarks need.
+setup:
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	pkgs="build-essential clang pkg-config libcriterion-dev liburing-dev gnuplot-nox"; \
+	missing=$$(for p in $$pkgs; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+install: all
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR) $(DESTDIR)$(BINDIR) \
+	  $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man1
+	install -m 644 $(B)/libummap.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(B)/libummap.so $(DESTDIR)$(LIBDIR)/libummap.so.$(VERSION)
+	ln -sf libummap.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libummap.so.0
+	ln -sf libummap.so.0 $(DESTDIR)$(LIBDIR)/libummap.so
+	install -m 644 include/ummap.h $(DESTDIR)$(INCDIR)/
+	install -m 644 $(B)/ummap.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	install -m 755 $(B)/ummap $(DESTDIR)$(BINDIR)/
+	for m in $(MAN3); do cp -P $$m $(DESTDIR)$(MANDIR)/man3/; done
+	for m in $(MAN1); do cp -P $$m $(DESTDIR)$(MANDIR)/man1/; done
+
+clean:
+	rm -rf build build-asan build-tsan
+
+.PHONY: all test sanitize tsan fuzz-long demo setup install clean
+.SECONDARY:

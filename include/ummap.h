@@ -1,0 +1,123 @@
+/*
+ * ummap.h - memory-mapped file I/O with paging done in user space.
+ *
+ * The um_* mapping calls take the same arguments, return the same values,
+ * set the same errno and raise the same signals as mmap(2), munmap(2),
+ * msync(2), mprotect(2), madvise(2) and mremap(2).  Pages of a ummap
+ * mapping are cached by ummap itself (one cache per file, shared by every
+ * mapping of that file), brought in by its own fault handling, bounded by
+ * a memory budget and written back by ummap.
+ *
+ * Caveats (see the README for the complete list of differences):
+ *  - Only memory returned by um_mmap is managed by ummap; pass it to the
+ *    um_* calls, not to the libc ones.
+ *  - A file shrunk behind ummap's back (ftruncate on another descriptor)
+ *    is noticed at the next fault or by the watcher a moment later; use
+ *    um_ftruncate to make the change take effect at once.
+ *  - Child processes after fork() do not inherit ummap mappings yet.
+ *
+ * The library starts on first use with defaults and the environment
+ * (UMMAP_BUDGET, UMMAP_FAULT_SIZE, UMMAP_WRITEBACK_MS); um_configure may be
+ * called first to set them from code.
+ */
+#ifndef UMMAP_H
+#define UMMAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define UMMAP_VERSION_MAJOR 0
+#define UMMAP_VERSION_MINOR 1
+
+/* The mapping calls: see the um_mmap(3) family of man pages. */
+void *um_mmap(void *addr, size_t length, int prot, int flags, int fd,
+	      off_t offset);
+int um_munmap(void *addr, size_t length);
+int um_msync(void *addr, size_t length, int flags);
+int um_mprotect(void *addr, size_t length, int prot);
+int um_madvise(void *addr, size_t length, int advice);
+void *um_mremap(void *old_address, size_t old_size, size_t new_size,
+		int flags, ... /* void *new_address */);
+
+/*
+ * ftruncate(2) that also tells ummap's caches of the file at once: pages
+ * beyond the new end raise SIGBUS from the moment it returns, as with the
+ * kernel's own page cache.
+ */
+int um_ftruncate(int fd, off_t length);
+
+/* Process-wide settings; zero fields keep the current value. */
+struct um_config {
+	uint64_t budget;	/* bytes of cached and mapped pages, hard */
+	uint64_t fault_size;	/* bytes brought in per fault, 4 KiB..2 MiB */
+	uint64_t readahead_max;	/* bytes read ahead on a sequential scan */
+	uint64_t writeback_ms;	/* dirty pages reach the file within this */
+};
+int um_configure(const struct um_config *cfg);
+int um_get_config(struct um_config *cfg);
+
+/* Per-mapping settings, for the mapping that contains addr. */
+enum um_param {
+	UM_PARAM_BUDGET = 1,	 /* bytes this mapping's file may cache, 0 = none */
+	UM_PARAM_FAULT_SIZE = 2, /* bytes per fault for this mapping */
+	UM_PARAM_READAHEAD = 3,	 /* max readahead for this mapping, 0 = off */
+};
+int um_mapping_set(void *addr, enum um_param param, uint64_t value);
+
+/*
+ * Read errors.  By default a page that cannot be read raises SIGBUS
+ * (si_code BUS_ADRERR, si_addr the faulting address) in the thread that
+ * touched it, as the kernel does.  A handler registered here is called
+ * instead, in ummap's fault-serving thread, with the faulting address, the
+ * mapped file's descriptor (owned by ummap: do not close it), the file
+ * offset and the errno; it returns what to do with the fault.
+ */
+enum um_error_action {
+	UM_ERROR_SIGBUS = 0, /* deliver SIGBUS as the kernel would */
+	UM_ERROR_RETRY = 1,  /* read the page again */
+	UM_ERROR_ZERO = 2,   /* map a page of zeros (never written back) */
+};
+typedef enum um_error_action (*um_error_handler)(void *addr, int fd,
+						  off_t offset, int err,
+						  void *arg);
+int um_set_error_handler(um_error_handler handler, void *arg);
+
+/* Counters, for the process (addr NULL) or the mapping containing addr. */
+struct um_stats {
+	uint64_t faults;	  /* page faults served */
+	uint64_t hits;		  /* faults found in the cache */
+	uint64_t misses;	  /* faults that read the store */
+	uint64_t wp_faults;	  /* first writes to clean pages */
+	uint64_t bytes_read;	  /* from stores, faults and readahead */
+	uint64_t bytes_written;	  /* to stores, by writeback */
+	uint64_t readahead_bytes; /* read ahead of the faulting address */
+	uint64_t evictions;	  /* pages dropped from the cache */
+	uint64_t writebacks;	  /* pages written back */
+	uint64_t resident_bytes;  /* cached bytes now (file and shared anon) */
+	uint64_t dirty_bytes;	  /* of which dirty */
+	uint64_t budget;	  /* the budget in force */
+	uint64_t mappings;	  /* regions (VMAs) ummap manages */
+};
+int um_stats(void *addr, struct um_stats *st);
+
+/* Kernel features ummap found at start, for `ummap check`. */
+struct um_features {
+	int uffd_ok;	     /* a userfaultfd could be opened */
+	int uffd_errno;	     /* why not, if it could not */
+	uint64_t features;   /* UFFD_FEATURE_* bits the kernel offers */
+	int minor_shmem;     /* MINOR faults on shared memory */
+	int wp_shmem;	     /* write-protect on shared memory */
+	int thread_id;	     /* faulting thread id in events */
+	int poison;	     /* UFFDIO_POISON */
+};
+int um_features(struct um_features *f);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UMMAP_H */
