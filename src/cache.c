@@ -1,0 +1,242 @@
+/*
+ * cache.c - cache objects: one per file, keyed by device and inode, shared
+ * by every mapping of that file in the process (and, later, by processes).
+ *
+ * A cache is a memfd holding the file's cached pages at their file offsets,
+ * a window (an unregistered shared mapping of the memfd through which the
+ * engine fills and writes back pages without faulting on its own
+ * userfaultfd), and one state byte per page (PG_*).  The memfd is as large as
+ * the furthest mapped offset (c_extent), not the file: the end of file is
+ * enforced by the fault path, which reads the file's size, so a file that
+ * grows is usable at once.  A page's life:
+ *
+ *      absent --cache_fill--> PRESENT --WP fault / map writable--> DIRTY
+ *        ^                       |  ^                                |
+ *        +------evict_range------+  +------wb_range (I3)-------------+
+ *
+ * Truncation (cache_set_size) punches pages beyond the new end and zeroes
+ * the tail of the last partial page, as the kernel's truncate does.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "compat.h"
+#include "internal.h"
+
+#define EXTENT_ROUND (2UL << 20)
+
+struct um_cache *cache_by_file(dev_t dev, ino_t ino)
+{
+	for (struct um_cache *c = um.caches; c; c = c->c_next)
+		if (c->c_store && c->c_dev == dev && c->c_ino == ino)
+			return c;
+	return NULL;
+}
+
+struct um_cache *cache_by_wd(int wd)
+{
+	for (struct um_cache *c = um.caches; c; c = c->c_next)
+		if (c->c_wd == wd)
+			return c;
+	return NULL;
+}
+
+static struct um_cache *cache_alloc(int *err)
+{
+	struct um_cache *c = calloc(1, sizeof *c);
+	if (!c) {
+		*err = ENOMEM;
+		return NULL;
+	}
+	c->c_wd = -1;
+	c->c_memfd = memfd_create("ummap-cache", MFD_CLOEXEC);
+	if (c->c_memfd < 0) {
+		*err = errno;
+		free(c);
+		return NULL;
+	}
+	c->c_win = MAP_FAILED;
+	c->c_next = um.caches;
+	um.caches = c;
+	return c;
+}
+
+void cache_free(struct um_cache *c)
+{
+	struct um_cache **p = &um.caches;
+	while (*p != c)
+		p = &(*p)->c_next;
+	*p = c->c_next;
+	if (c->c_wd >= 0)
+		inotify_rm_watch(um.inotify, c->c_wd);
+	um.resident -= c->c_resident;
+	if (c->c_win != MAP_FAILED)
+		sys_munmap(c->c_win, c->c_extent);
+	close(c->c_memfd);
+	if (c->c_store)
+		c->c_store->ops->close(c->c_store);
+	free(c->c_pstate);
+	free(c);
+}
+
+/* Grow the memfd, the window and the page states to cover [0, end). */
+int cache_extend(struct um_cache *c, uint64_t end)
+{
+	if (end <= c->c_extent)
+		return 0;
+	uint64_t ext = (end + EXTENT_ROUND - 1) & ~(EXTENT_ROUND - 1);
+	if (ext < end)
+		return -ENOMEM; /* offset overflow: the kernel said EOVERFLOW first */
+	uint8_t *ps = realloc(c->c_pstate, ext / UM_PAGE);
+	if (!ps)
+		return -ENOMEM;
+	memset(ps + c->c_extent / UM_PAGE, 0, (ext - c->c_extent) / UM_PAGE);
+	c->c_pstate = ps;
+	if (ftruncate(c->c_memfd, (off_t)ext) < 0)
+		return -errno;
+	void *w;
+	if (c->c_win == MAP_FAILED)
+		w = sys_mmap(NULL, ext, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, c->c_memfd, 0);
+	else
+		w = sys_mremap(c->c_win, c->c_extent, ext, MREMAP_MAYMOVE, NULL);
+	if (w == MAP_FAILED)
+		return -errno;
+	c->c_win = w;
+	c->c_extent = ext;
+	return 0;
+}
+
+struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *err)
+{
+	struct um_cache *c = cache_by_file(st->st_dev, st->st_ino);
+	if (c) {
+		if (want_write) {
+			int e = store_file_upgrade(c->c_store, fd);
+			if (e) {
+				*err = -e;
+				return NULL;
+			}
+		}
+		return c;
+	}
+	c = cache_alloc(err);
+	if (!c)
+		return NULL;
+	c->c_dev = st->st_dev;
+	c->c_ino = st->st_ino;
+	c->c_size = (uint64_t)st->st_size;
+	c->c_store = store_file_open(fd, want_write, err);
+	if (!c->c_store) {
+		cache_free(c);
+		return NULL;
+	}
+	char path[64];
+	snprintf(path, sizeof path, "/proc/self/fd/%d", c->c_store->fd);
+	c->c_wd = inotify_add_watch(um.inotify, path, IN_MODIFY | IN_ATTRIB);
+	return c;
+}
+
+struct um_cache *cache_new_anon(uint64_t len, int *err)
+{
+	struct um_cache *c = cache_alloc(err);
+	if (!c)
+		return NULL;
+	int e = cache_extend(c, len);
+	if (e) {
+		*err = -e;
+		cache_free(c);
+		return NULL;
+	}
+	c->c_size = len;
+	return c;
+}
+
+/* Drop one region's reference; the last one writes the cache back and frees
+ * it.  A cache whose writeback fails is kept (it has no regions left and
+ * still holds the dirty pages); the writeback thread retries it. */
+int cache_put(struct um_cache *c)
+{
+	if (--c->c_refs > 0)
+		return 0;
+	int e = c->c_store && c->c_dirty ? wb_cache(c) : 0;
+	if (!e)
+		cache_free(c);
+	return e;
+}
+
+/* Bring [off, off+len) of the store into the memfd: pages not PRESENT are
+ * read, in runs.  Returns 0 or -errno of the first failing read. */
+int cache_fill(struct um_cache *c, uint64_t off, uint64_t len)
+{
+	uint64_t p = off / UM_PAGE, end = (off + len) / UM_PAGE;
+	while (p < end) {
+		if (c->c_pstate[p] & PG_PRESENT) {
+			p++;
+			continue;
+		}
+		uint64_t q = p;
+		while (q < end && !(c->c_pstate[q] & PG_PRESENT))
+			q++;
+		uint64_t boff = p * UM_PAGE, blen = (q - p) * UM_PAGE;
+		if (c->c_store) {
+			uint64_t want = blen;
+			if (boff >= c->c_size)
+				want = 0;
+			else if (boff + want > c->c_size)
+				want = c->c_size - boff;
+			ssize_t n = want ? c->c_store->ops->read(c->c_store, c->c_win + boff, want, boff) : 0;
+			if (n < 0)
+				return (int)n;
+			/* Bytes past the end of the file read as zeros; the memfd
+			 * page may hold stale bytes only if it was never punched,
+			 * which fill never sees (the page was absent). */
+			c->c_st.bytes_read += (uint64_t)n;
+			um.st.bytes_read += (uint64_t)n;
+		} else if (fallocate(c->c_memfd, 0, (off_t)boff, (off_t)blen) < 0) {
+			return -errno;
+		}
+		for (uint64_t i = p; i < q; i++)
+			c->c_pstate[i] = PG_PRESENT | PG_REF;
+		c->c_resident += blen;
+		um.resident += blen;
+		p = q;
+	}
+	return 0;
+}
+
+/* The file now has `size` bytes: forget pages beyond it, zero the tail of
+ * the last partial page. */
+void cache_set_size(struct um_cache *c, uint64_t size)
+{
+	uint64_t old = c->c_size;
+	c->c_size = size;
+	if (size >= old || size >= c->c_extent)
+		return;
+	uint64_t keep = um_pgup(size);
+	if (keep < c->c_extent)
+		evict_range(c, keep, c->c_extent - keep, false);
+	if (size < keep && (c->c_pstate[size / UM_PAGE] & PG_PRESENT))
+		memset(c->c_win + size, 0, keep - size);
+}
+
+/* Re-read the file's size from the store (after inotify says it changed,
+ * or when a fault lands beyond the size we knew). */
+int cache_refresh_size(struct um_cache *c)
+{
+	uint64_t size;
+	if (!c->c_store)
+		return 0;
+	int e = c->c_store->ops->size(c->c_store, &size);
+	if (e)
+		return e;
+	if (size != c->c_size)
+		cache_set_size(c, size);
+	return 0;
+}

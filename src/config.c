@@ -1,0 +1,281 @@
+/*
+ * config.c - starting the engine, settings, statistics, feature detection.
+ *
+ * The engine starts on the first um_* call: the userfaultfd handshake (once
+ * to learn what the kernel offers, once to ask for it), the inotify
+ * instance, the fault thread and the writeback thread, and an exit handler
+ * that writes every dirty page back when the process exits normally.  If
+ * it cannot start (no userfaultfd permission, a kernel without MINOR faults
+ * on shared memory), um_mmap says why once on stderr and the um_* calls are
+ * served by the kernel's own.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include "compat.h"
+#include "internal.h"
+
+struct um_engine um = { .lock = PTHREAD_MUTEX_INITIALIZER, .uffd = -1, .inotify = -1, .wake_fd = -1 };
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+void um_lock(void) { pthread_mutex_lock(&um.lock); }
+void um_unlock(void) { pthread_mutex_unlock(&um.lock); }
+
+/* "512M", "2G", "4096", "64k": bytes, or 0 if malformed. */
+uint64_t um_parse_size(const char *s)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return 0;
+	switch (*end) {
+	case 'k': case 'K': v <<= 10; end++; break;
+	case 'm': case 'M': v <<= 20; end++; break;
+	case 'g': case 'G': v <<= 30; end++; break;
+	case 't': case 'T': v <<= 40; end++; break;
+	}
+	if (*end == 'i' || *end == 'I')
+		end++;
+	if (*end == 'b' || *end == 'B')
+		end++;
+	return *end ? 0 : v;
+}
+
+static bool valid_fault_size(uint64_t v)
+{
+	return v >= UM_PAGE && v <= (2UL << 20) && !(v & (v - 1));
+}
+
+static void env_size(const char *name, uint64_t *dst, bool (*ok)(uint64_t))
+{
+	const char *s = getenv(name);
+	if (!s)
+		return;
+	uint64_t v = um_parse_size(s);
+	if (!v || (ok && !ok(v)))
+		fprintf(stderr, "ummap: ignoring %s=%s (not a valid size)\n", name, s);
+	else
+		*dst = v;
+}
+
+static void defaults(void)
+{
+	uint64_t phys = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+	um.cfg.budget = phys / 4;
+	/* 256 KiB: one UFFDIO_CONTINUE of 64 pages costs about what 8 single
+	 * page faults do, and a random 4 KiB workload wastes little of it. */
+	um.cfg.fault_size = 256UL << 10;
+	um.cfg.readahead_max = 8UL << 20; /* the kernel's read-ahead here */
+	um.cfg.writeback_ms = 30000;	  /* dirty_expire_centisecs */
+	env_size("UMMAP_BUDGET", &um.cfg.budget, NULL);
+	env_size("UMMAP_FAULT_SIZE", &um.cfg.fault_size, valid_fault_size);
+	const char *ra = getenv("UMMAP_READAHEAD");
+	if (ra && !strcmp(ra, "0"))
+		um.cfg.readahead_max = 0;
+	else
+		env_size("UMMAP_READAHEAD", &um.cfg.readahead_max, NULL);
+	const char *wb = getenv("UMMAP_WRITEBACK_MS");
+	if (wb && atoll(wb) > 0)
+		um.cfg.writeback_ms = (uint64_t)atoll(wb);
+}
+
+static void at_exit(void)
+{
+	um_lock();
+	wb_all();
+	um_unlock();
+}
+
+/* Features ummap uses when the kernel has them. */
+#define UM_WANT (UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_THREAD_ID | \
+		 UFFD_FEATURE_EXACT_ADDRESS | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED)
+
+static int start(void)
+{
+	int err = 0;
+	uint64_t offered;
+	int fd = sys_uffd_open(&err);
+	if (fd < 0)
+		return -err;
+	int e = sys_uffd_api(fd, 0, &offered);
+	close(fd);
+	if (e)
+		return e;
+	if (!(offered & UFFD_FEATURE_MINOR_SHMEM) || !(offered & UFFD_FEATURE_MISSING_SHMEM))
+		return -ENOTSUP;
+	um.uffd = sys_uffd_open(&err);
+	if (um.uffd < 0)
+		return -err;
+	e = sys_uffd_api(um.uffd, offered & UM_WANT, &um.features);
+	if (e)
+		return e;
+	/* Write-protect tracking of shmem needs UFFDIO_CONTINUE_MODE_WP (Linux
+	 * 6.3), which has no feature bit; WP_UNPOPULATED came in 6.4. */
+	um.wp = (um.features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM) &&
+		(um.features & UFFD_FEATURE_WP_UNPOPULATED);
+	um.inotify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (um.inotify < 0)
+		return -errno;
+	if ((e = um_signal_install()) || (e = fault_start()) || (e = wb_start()))
+		return e;
+	atexit(at_exit);
+	return 0;
+}
+
+static void init_once(void)
+{
+	defaults();
+	int e = start();
+	if (e) {
+		um.init_err = -e;
+		fprintf(stderr,
+			"ummap: cannot start (%s); mappings are served by the kernel's mmap. "
+			"Run `ummap check` for what to do.\n", strerror(-e));
+		return;
+	}
+	um.ready = true;
+}
+
+int um_init(void)
+{
+	pthread_once(&once, init_once);
+	return um.ready ? 0 : -um.init_err;
+}
+
+int um_configure(const struct um_config *cfg)
+{
+	if (!cfg || (cfg->fault_size && !valid_fault_size(cfg->fault_size))) {
+		errno = EINVAL;
+		return -1;
+	}
+	um_init();
+	um_lock();
+	if (cfg->budget)
+		um.cfg.budget = cfg->budget;
+	if (cfg->fault_size)
+		um.cfg.fault_size = cfg->fault_size;
+	if (cfg->readahead_max)
+		um.cfg.readahead_max = cfg->readahead_max;
+	if (cfg->writeback_ms)
+		um.cfg.writeback_ms = cfg->writeback_ms;
+	um_unlock();
+	if (um.ready)
+		wb_kick(); /* a shorter interval takes effect now */
+	return 0;
+}
+
+int um_get_config(struct um_config *cfg)
+{
+	um_init();
+	um_lock();
+	*cfg = um.cfg;
+	um_unlock();
+	return 0;
+}
+
+int um_mapping_set(void *addr, enum um_param param, uint64_t value)
+{
+	if (param == UM_PARAM_FAULT_SIZE && !valid_fault_size(value)) {
+		errno = EINVAL;
+		return -1;
+	}
+	um_init();
+	um_lock();
+	struct um_region *r = region_at((uintptr_t)addr);
+	int err = 0;
+	if (!r || !r->r_cache)
+		err = r ? EINVAL : ENOMEM;
+	else if (param == UM_PARAM_BUDGET)
+		r->r_cache->c_budget = value;
+	else if (param == UM_PARAM_FAULT_SIZE || param == UM_PARAM_READAHEAD) {
+		struct um_cache *c = r->r_cache;
+		for (size_t i = 0; i < um.nregions; i++) {
+			if (um.regions[i].r_cache != c)
+				continue;
+			if (param == UM_PARAM_FAULT_SIZE)
+				um.regions[i].r_fault_size = value;
+			else
+				um.regions[i].r_ra_max = value;
+		}
+	} else
+		err = EINVAL;
+	um_unlock();
+	if (err) {
+		errno = err;
+		return -1;
+	}
+	return 0;
+}
+
+int um_set_error_handler(um_error_handler handler, void *arg)
+{
+	um_init();
+	um_lock();
+	um.err_handler = handler;
+	um.err_arg = arg;
+	um_unlock();
+	return 0;
+}
+
+int um_stats(void *addr, struct um_stats *st)
+{
+	um_init();
+	um_lock();
+	int err = 0;
+	if (!addr) {
+		*st = um.st;
+		st->resident_bytes = um.resident;
+		st->dirty_bytes = 0;
+		for (struct um_cache *c = um.caches; c; c = c->c_next)
+			st->dirty_bytes += c->c_dirty;
+		st->budget = um.cfg.budget;
+		st->mappings = um.nregions;
+	} else {
+		struct um_region *r = region_at((uintptr_t)addr);
+		if (!r || !r->r_cache) {
+			err = r ? EINVAL : ENOMEM;
+		} else {
+			struct um_cache *c = r->r_cache;
+			*st = c->c_st;
+			st->resident_bytes = c->c_resident;
+			st->dirty_bytes = c->c_dirty;
+			st->budget = c->c_budget ? c->c_budget : um.cfg.budget;
+			st->mappings = (uint64_t)c->c_refs;
+		}
+	}
+	um_unlock();
+	if (err) {
+		errno = err;
+		return -1;
+	}
+	return 0;
+}
+
+int um_features(struct um_features *f)
+{
+	memset(f, 0, sizeof *f);
+	int err = 0;
+	int fd = sys_uffd_open(&err);
+	if (fd < 0) {
+		f->uffd_errno = err;
+		return 0;
+	}
+	int e = sys_uffd_api(fd, 0, &f->features);
+	close(fd);
+	if (e) {
+		f->uffd_errno = -e;
+		return 0;
+	}
+	f->uffd_ok = 1;
+	f->minor_shmem = !!(f->features & UFFD_FEATURE_MINOR_SHMEM);
+	f->wp_shmem = !!(f->features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM);
+	f->thread_id = !!(f->features & UFFD_FEATURE_THREAD_ID);
+	f->poison = !!(f->features & UFFD_FEATURE_POISON);
+	return 0;
+}

@@ -1,0 +1,284 @@
+/*
+ * fault.c - the fault thread: serves every userfaultfd event of the process.
+ *
+ * A fault on a page of a ummap region arrives as one of:
+ *   MISSING  the page is not in the cache's memfd: fill the fault unit (and
+ *            the readahead window on a sequential scan) from the store, then
+ *            map it;
+ *   MINOR    the page is in the memfd but not in this page table: map it;
+ *   WP       first write to a clean, write-protected page: mark it dirty
+ *            and lift the protection.
+ * Mapping is UFFDIO_CONTINUE over runs of present pages, write-protected
+ * (UFFDIO_CONTINUE_MODE_WP) for clean pages of shared file regions, so that
+ * the first store to them is seen (I2).  A page wholly beyond the end of
+ * file raises SIGBUS in the faulting thread with si_code BUS_ADRERR and the
+ * exact faulting address, queued to that thread with rt_tgsigqueueinfo; a
+ * read error does the same, or asks the application's error handler.
+ *
+ * One thread serves all faults, so faults taken inside system calls (a
+ * mapped buffer passed to read(2)) wait for it like user-mode ones.  It also
+ * watches the mapped files with inotify, so a file shrunk by another
+ * descriptor loses its pages beyond the new end.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "compat.h"
+#include "internal.h"
+
+static void wake(uintptr_t page)
+{
+	struct uffdio_range r = { .start = page, .len = UM_PAGE };
+	ioctl(um.uffd, UFFDIO_WAKE, &r);
+}
+
+/* UFFDIO_CONTINUE over [start, end), skipping pages already mapped (a racing
+ * fault on the same unit mapped them first). */
+static int map_run(uintptr_t start, uintptr_t end, uint64_t mode)
+{
+	int again = 0;
+	while (start < end) {
+		struct uffdio_continue uc = { .range = { start, end - start }, .mode = mode };
+		if (ioctl(um.uffd, UFFDIO_CONTINUE, &uc) == 0)
+			return 0;
+		int e = errno;
+		if (uc.mapped > 0)
+			start += (uintptr_t)uc.mapped;
+		if (e == EEXIST)
+			start += UM_PAGE;
+		else if (e != EAGAIN || ++again > 100)
+			return -e;
+	}
+	return 0;
+}
+
+/*
+ * Map the present pages of region r between addresses [start, end).  Pages
+ * of shared file regions go in write-protected unless dirty; `wpage` (the
+ * page written by a write fault, or 0) goes in writable and is marked dirty.
+ */
+static void map_pages(struct um_region *r, uintptr_t start, uintptr_t end, uintptr_t wpage)
+{
+	struct um_cache *c = r->r_cache;
+	uintptr_t a = start;
+	while (a < end) {
+		uint64_t p = (r->r_off + (a - r->r_start)) / UM_PAGE;
+		if (!(c->c_pstate[p] & PG_PRESENT)) {
+			a += UM_PAGE;
+			continue;
+		}
+		bool mark = r->r_kind == UM_FILE_SHARED && (a == wpage || (!um.wp && r->r_maywrite));
+		if (mark && !(c->c_pstate[p] & PG_DIRTY)) {
+			c->c_pstate[p] |= PG_DIRTY;
+			c->c_dirty += UM_PAGE;
+		}
+		uint64_t mode = (r->r_wp && !(c->c_pstate[p] & PG_DIRTY)) ? UFFDIO_CONTINUE_MODE_WP : 0;
+		uintptr_t b = a + UM_PAGE;
+		while (b < end) {
+			uint64_t q = (r->r_off + (b - r->r_start)) / UM_PAGE;
+			uint8_t s = c->c_pstate[q];
+			if (!(s & PG_PRESENT) || b == wpage)
+				break;
+			if (r->r_kind == UM_FILE_SHARED && !um.wp && r->r_maywrite && !(s & PG_DIRTY)) {
+				c->c_pstate[q] |= PG_DIRTY;
+				c->c_dirty += UM_PAGE;
+				s |= PG_DIRTY;
+			}
+			if (((r->r_wp && !(s & PG_DIRTY)) ? UFFDIO_CONTINUE_MODE_WP : 0) != mode)
+				break;
+			b += UM_PAGE;
+		}
+		map_run(a, b, mode);
+		a = b;
+	}
+}
+
+static void on_wp_fault(struct um_region *r, uintptr_t page)
+{
+	struct um_cache *c = r->r_cache;
+	uint64_t p = (r->r_off + (page - r->r_start)) / UM_PAGE;
+	if (!(c->c_pstate[p] & PG_DIRTY)) {
+		c->c_pstate[p] |= PG_DIRTY;
+		c->c_dirty += UM_PAGE;
+	}
+	c->c_st.wp_faults++;
+	um.st.wp_faults++;
+	struct uffdio_writeprotect wp = { .range = { page, UM_PAGE }, .mode = 0 };
+	if (ioctl(um.uffd, UFFDIO_WRITEPROTECT, &wp) < 0)
+		wake(page);
+}
+
+static uint64_t absent_bytes(struct um_cache *c, uint64_t off, uint64_t end)
+{
+	uint64_t n = 0;
+	for (uint64_t p = off / UM_PAGE; p < end / UM_PAGE; p++)
+		n += !(c->c_pstate[p] & PG_PRESENT);
+	return n * UM_PAGE;
+}
+
+/* The faulting page could not be read: SIGBUS, or what the handler says.
+ * Returns true when the page is now present. */
+static bool read_error(struct um_cache *c, uint64_t off, uintptr_t addr, pid_t tid, int err)
+{
+	for (int tries = 0; tries < 1000; tries++) {
+		enum um_error_action act = UM_ERROR_SIGBUS;
+		if (um.err_handler)
+			act = um.err_handler((void *)addr, c->c_store->fd, (off_t)off, err, um.err_arg);
+		if (act == UM_ERROR_RETRY) {
+			err = -cache_fill(c, off, UM_PAGE);
+			if (!err)
+				return true;
+			continue;
+		}
+		if (act == UM_ERROR_ZERO) {
+			memset(c->c_win + off, 0, UM_PAGE);
+			c->c_pstate[off / UM_PAGE] = PG_PRESENT | PG_REF;
+			c->c_resident += UM_PAGE;
+			um.resident += UM_PAGE;
+			return true;
+		}
+		break;
+	}
+	um_signal_sigbus(tid, addr);
+	return false;
+}
+
+static void on_fault(const struct uffd_msg *m)
+{
+	uintptr_t addr = (uintptr_t)m->arg.pagefault.address;
+	uintptr_t page = um_pgdown(addr);
+	uint64_t flags = m->arg.pagefault.flags;
+	pid_t tid = (pid_t)m->arg.pagefault.feat.ptid;
+	struct um_region *r = region_at(addr);
+
+	um.st.faults++;
+	if (!r || !r->r_cache) {
+		/* Unmapped or remapped since: the retried access finds out. */
+		wake(page);
+		return;
+	}
+	struct um_cache *c = r->r_cache;
+	c->c_st.faults++;
+	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+		on_wp_fault(r, page);
+		return;
+	}
+	uint64_t off = r->r_off + (page - r->r_start);
+	uint64_t rend = r->r_off + (r->r_end - r->r_start);
+	if (c->c_store && off >= um_pgup(c->c_size)) {
+		cache_refresh_size(c);
+		if (off >= um_pgup(c->c_size)) {
+			um_signal_sigbus(tid, addr);
+			return;
+		}
+	}
+	/* The fault unit, within the region and the file. */
+	uint64_t fs = r->r_fault_size ? r->r_fault_size : um.cfg.fault_size;
+	uint64_t s = off & ~(fs - 1), e = s + fs;
+	if (s < r->r_off)
+		s = r->r_off;
+	/* Readahead: a fault where the last one ended continues a scan. */
+	uint64_t ra_max = r->r_ra_max != UINT64_MAX ? r->r_ra_max : um.cfg.readahead_max;
+	if (r->r_advice == MADV_RANDOM)
+		ra_max = 0;
+	if (ra_max && (s == r->r_ra_next || r->r_advice == MADV_SEQUENTIAL)) {
+		r->r_ra_win = r->r_ra_win ? r->r_ra_win * 2 : fs;
+		if (r->r_advice == MADV_SEQUENTIAL || r->r_ra_win > ra_max)
+			r->r_ra_win = ra_max;
+	} else {
+		r->r_ra_win = 0;
+	}
+	uint64_t unit_end = e;
+	e += r->r_ra_win;
+	if (e > rend)
+		e = rend;
+	if (unit_end > e)
+		unit_end = e;
+	if (c->c_store && e > um_pgup(c->c_size))
+		e = um_pgup(c->c_size);
+	if (unit_end > e)
+		unit_end = e;
+	r->r_ra_next = e;
+
+	uint64_t need = absent_bytes(c, s, e);
+	if (need) {
+		if (evict_for(c, need, s, e - s) < 0 && e > unit_end) {
+			/* No room for the readahead: bring in the unit only. */
+			e = unit_end;
+			need = absent_bytes(c, s, e);
+			evict_for(c, need, s, e - s);
+		}
+		c->c_st.misses++;
+		um.st.misses++;
+		if (e > unit_end) {
+			c->c_st.readahead_bytes += e - unit_end;
+			um.st.readahead_bytes += e - unit_end;
+		}
+		int err = cache_fill(c, s, e - s);
+		if (err && !(c->c_pstate[off / UM_PAGE] & PG_PRESENT)) {
+			err = cache_fill(c, off, UM_PAGE);
+			if (err && !read_error(c, off, addr, tid, -err))
+				return;
+		}
+	} else {
+		c->c_st.hits++;
+		um.st.hits++;
+	}
+	c->c_pstate[off / UM_PAGE] |= PG_REF;
+	bool write = (flags & UFFD_PAGEFAULT_FLAG_WRITE) && r->r_kind == UM_FILE_SHARED;
+	map_pages(r, r->r_start + (s - r->r_off), r->r_start + (e - r->r_off), write ? page : 0);
+	wake(page);
+}
+
+static void on_inotify(void)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t n;
+	while ((n = read(um.inotify, buf, sizeof buf)) > 0) {
+		for (char *p = buf; p < buf + n;) {
+			struct inotify_event *ev = (struct inotify_event *)p;
+			um_lock();
+			struct um_cache *c = cache_by_wd(ev->wd);
+			if (c)
+				cache_refresh_size(c);
+			um_unlock();
+			p += sizeof *ev + ev->len;
+		}
+	}
+}
+
+static void *fault_thread(void *arg)
+{
+	struct uffd_msg msgs[32];
+	struct pollfd pfd[2] = { { .fd = um.uffd, .events = POLLIN },
+				 { .fd = um.inotify, .events = POLLIN } };
+	for (;;) {
+		if (poll(pfd, 2, -1) < 0)
+			continue;
+		if (pfd[1].revents & POLLIN)
+			on_inotify();
+		if (!(pfd[0].revents & POLLIN))
+			continue;
+		ssize_t n = read(um.uffd, msgs, sizeof msgs);
+		if (n <= 0)
+			continue;
+		um_lock();
+		for (size_t i = 0; i < (size_t)n / sizeof *msgs; i++)
+			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+				on_fault(&msgs[i]);
+		um_unlock();
+	}
+	return arg;
+}
+
+int fault_start(void)
+{
+	return -pthread_create(&um.fault_thread, NULL, fault_thread, NULL);
+}

@@ -1,0 +1,191 @@
+/*
+ * internal.h - the engine's shared state and the contracts between its files.
+ *
+ * Design in one paragraph.  Every ummap mapping is a real kernel VMA: a
+ * mapping of the file's cache object, a memfd (shared memory) that holds the
+ * cached pages at their file offsets.  MAP_SHARED maps the memfd shared,
+ * MAP_PRIVATE maps it private, so the kernel itself gives copy-on-write,
+ * coherence between mappings, VMA splitting and merging and the errno of
+ * munmap/mprotect/madvise/mremap.  The VMA is registered with a userfaultfd:
+ * a page absent from the memfd raises a MISSING fault, a page present in the
+ * memfd but not in the page table a MINOR fault, and a first write to a clean
+ * page a write-protect (WP) fault.  One fault thread serves them (so faults
+ * taken inside system calls work), filling the memfd from the store and
+ * mapping pages with UFFDIO_CONTINUE.  Evicting a page is punching it out of
+ * the memfd: the kernel unmaps it from every VMA (shared and private, never
+ * touching private copies), so the next access faults again.
+ *
+ * Invariants (all under um.lock):
+ *  I1. A page is PRESENT in pstate iff it was filled into the memfd and not
+ *      punched since; um.resident counts PRESENT pages of all caches.
+ *  I2. A page that may differ from the store is DIRTY.  With write-protect
+ *      tracking, a clean page is mapped write-protected in every shared
+ *      region, so the first write to it faults and sets DIRTY before the
+ *      store can be written.  Without it, pages of writable shared regions
+ *      are marked DIRTY when they are mapped.
+ *  I3. Writeback write-protects a run first, then clears DIRTY, then writes:
+ *      a store racing with it faults and sets DIRTY again.
+ *  I4. Only clean, unpinned pages outside the range being faulted are
+ *      punched; dirty victims are written back first.
+ *  I5. Nothing in the engine touches user mappings while holding um.lock;
+ *      it reads and writes cache pages through the cache's own window (an
+ *      unregistered mapping of the memfd).
+ *
+ * Locking: one mutex, um.lock, taken by the fault thread, the writeback
+ * thread and every um_* call; it is never held across a call that can fault
+ * on a registered range (MADV_POPULATE_*, mlock).
+ */
+#ifndef UM_INTERNAL_H
+#define UM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "ummap.h"
+#include "store.h"
+
+#define UM_PAGE 4096UL
+#define UM_PAGE_SHIFT 12
+#define UM_EVICT_CHUNK 16 /* pages punched together by the evictor */
+
+static inline uint64_t um_pgup(uint64_t x) { return (x + UM_PAGE - 1) & ~(UM_PAGE - 1); }
+static inline uint64_t um_pgdown(uint64_t x) { return x & ~(UM_PAGE - 1); }
+
+/* Page state bits, one byte per page of a cache. */
+enum {
+	PG_PRESENT = 1 << 0, /* in the memfd */
+	PG_DIRTY = 1 << 1,   /* differs from the store */
+	PG_REF = 1 << 2,     /* faulted since the clock hand last passed */
+};
+
+/* A cache object: the cached pages of one file (or of one shared anonymous
+ * mapping, which has no store). */
+struct um_cache {
+	dev_t c_dev;		/* key: device and inode of the file */
+	ino_t c_ino;
+	struct um_store *c_store; /* NULL for shared anonymous memory */
+	int c_memfd;		/* the pages, at their file offsets */
+	uint8_t *c_win;		/* unregistered mapping of the memfd */
+	uint64_t c_extent;	/* memfd size = window length, bytes */
+	uint8_t *c_pstate;	/* PG_* per page, c_extent / UM_PAGE entries */
+	uint64_t c_size;	/* file size as last seen */
+	int c_refs;		/* regions that map this cache */
+	int c_locked;		/* of which MAP_LOCKED / mlocked */
+	int c_wd;		/* inotify watch, -1 if none */
+	uint64_t c_resident;	/* PRESENT pages * UM_PAGE */
+	uint64_t c_dirty;	/* DIRTY pages * UM_PAGE */
+	uint64_t c_budget;	/* 0 = only the process budget */
+	uint64_t c_clock;	/* eviction hand, page index */
+	int c_wb_err;		/* last writeback errno, 0 if none */
+	uint64_t c_wb_seq;	/* bumped at each writeback error */
+	struct um_stats c_st;	/* counters of this cache */
+	struct um_cache *c_next;
+};
+
+enum um_kind {
+	UM_FILE_SHARED,
+	UM_FILE_PRIVATE,
+	UM_ANON_SHARED,
+	UM_ANON_PRIVATE, /* kernel anonymous memory, recorded only */
+};
+
+/* A region: a page range of one mapping, as the kernel's VMA would be. */
+struct um_region {
+	uintptr_t r_start, r_end; /* [start, end), page aligned */
+	uint64_t r_off;		  /* cache offset of r_start */
+	enum um_kind r_kind;
+	int r_prot;
+	bool r_maywrite;	/* PROT_WRITE allowed (fd opened for writing) */
+	bool r_wp;		/* registered for write-protect tracking */
+	bool r_locked;
+	int r_advice;		/* MADV_NORMAL, RANDOM or SEQUENTIAL */
+	uint64_t r_fault_size;	/* 0 = process default */
+	uint64_t r_ra_max;	/* UINT64_MAX = process default */
+	uint64_t r_ra_next;	/* cache offset a sequential scan reaches next */
+	uint64_t r_ra_win;	/* current readahead window */
+	uint64_t r_wb_seen;	/* c_wb_seq already reported to this region */
+	struct um_cache *r_cache;
+};
+
+/* The process's engine. */
+struct um_engine {
+	pthread_mutex_t lock;
+	bool ready;
+	int init_err;		/* errno if the engine could not start */
+	int uffd;
+	uint64_t features;	/* UFFD_FEATURE_* granted */
+	bool wp;		/* write-protect tracking of shmem available */
+	int inotify;
+	int wake_fd;		/* eventfd: wakes the writeback thread */
+	pthread_t fault_thread, wb_thread;
+	struct um_config cfg;
+	uint64_t resident;	/* all caches' PRESENT bytes */
+	struct um_stats st;	/* process counters (resident/dirty derived) */
+	struct um_cache *caches;
+	struct um_region *regions; /* sorted by r_start, non-overlapping */
+	size_t nregions, cap;
+	um_error_handler err_handler;
+	void *err_arg;
+};
+
+extern struct um_engine um;
+
+/* sys.c: raw system calls, so a preload shim can never recurse into them. */
+void *sys_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+int sys_munmap(void *addr, size_t len);
+int sys_mprotect(void *addr, size_t len, int prot);
+int sys_madvise(void *addr, size_t len, int advice);
+int sys_msync(void *addr, size_t len, int flags);
+void *sys_mremap(void *old, size_t old_size, size_t new_size, int flags, void *new_addr);
+int sys_uffd_open(int *err);
+int sys_uffd_api(int fd, uint64_t want, uint64_t *got);
+
+/* config.c */
+int um_init(void); /* 0 or -errno; starts the engine once */
+void um_lock(void);
+void um_unlock(void);
+uint64_t um_parse_size(const char *s);
+
+/* region.c: the sorted region map. */
+size_t region_find(uintptr_t addr); /* index of first region with end > addr */
+struct um_region *region_at(uintptr_t addr);
+int region_insert(const struct um_region *r);
+int region_remove_range(uintptr_t start, uintptr_t end); /* 0 or -errno of writeback */
+int region_split_at(uintptr_t addr);
+int uffd_register(struct um_region *r);
+
+/* cache.c */
+struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *err);
+struct um_cache *cache_new_anon(uint64_t len, int *err);
+int cache_put(struct um_cache *c); /* drop a region's reference; 0 or -errno */
+void cache_free(struct um_cache *c);
+int cache_extend(struct um_cache *c, uint64_t end);
+int cache_fill(struct um_cache *c, uint64_t off, uint64_t len);
+void cache_set_size(struct um_cache *c, uint64_t size);
+int cache_refresh_size(struct um_cache *c);
+struct um_cache *cache_by_wd(int wd);
+struct um_cache *cache_by_file(dev_t dev, ino_t ino);
+
+/* writeback.c: writeback, eviction and the writeback thread. */
+int wb_range(struct um_cache *c, uint64_t off, uint64_t len);
+int wb_cache(struct um_cache *c);
+void wb_all(void);
+int evict_for(struct um_cache *c, uint64_t need, uint64_t busy_off, uint64_t busy_len);
+void evict_range(struct um_cache *c, uint64_t off, uint64_t len, bool clean_only);
+void wp_protect_cache_range(struct um_cache *c, uint64_t off, uint64_t len);
+int wb_start(void);
+void wb_kick(void);
+int wb_take_error(struct um_region *r);
+
+/* signal.c: SIGBUS raised in a faulting thread on the fault thread's behalf. */
+int um_signal_no(void);
+int um_signal_install(void);
+void um_signal_sigbus(pid_t tid, uintptr_t addr);
+
+/* fault.c */
+int fault_start(void);
+
+#endif

@@ -1,0 +1,411 @@
+/*
+ * mman.c - um_mmap, um_munmap, um_msync, um_mprotect, um_madvise, um_mremap
+ * and um_ftruncate: the kernel's calls, on ummap's caches.
+ *
+ * Each call first lets the kernel do what it does to its VMAs: um_mmap asks
+ * the kernel for the very mapping the caller asked for (without populating
+ * or locking it), so the kernel checks every argument, returns its own errno
+ * and chooses the address; ummap then maps its cache's memfd over that range
+ * with MAP_FIXED and registers it with the userfaultfd.  munmap, mprotect,
+ * madvise, msync and mremap are made on the real VMAs, so their errno and
+ * their splitting of ranges are the kernel's; ummap then updates its region
+ * map and does its part (writeback, readahead, eviction).  The few checks
+ * the kernel cannot make on a memfd mapping (PROT_WRITE on a shared mapping
+ * of a file opened read-only) are made here, in the kernel's order.
+ *
+ * Calls return as the POSIX calls do: MAP_FAILED or -1 with errno.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "compat.h"
+#include "internal.h"
+
+#define MAP_TYPE_MASK 0x0f
+
+static void *fail_ptr(int err)
+{
+	errno = err;
+	return MAP_FAILED;
+}
+
+static int fail(int err)
+{
+	errno = err;
+	return -1;
+}
+
+static bool is_shared(int flags)
+{
+	int t = flags & MAP_TYPE_MASK;
+	return t == MAP_SHARED || t == MAP_SHARED_VALIDATE;
+}
+
+/* The file offset one past the last page of the file that r may map. */
+static uint64_t eof_page(const struct um_region *r)
+{
+	if (!r->r_cache || !r->r_cache->c_store)
+		return UINT64_MAX;
+	return um_pgup(r->r_cache->c_size);
+}
+
+/* How far from `start` the pages are all within the file, up to `end`:
+ * populating further would fault beyond the end of file. */
+static uintptr_t populatable_end(uintptr_t start, uintptr_t end)
+{
+	um_lock();
+	for (size_t i = region_find(start); i < um.nregions && um.regions[i].r_start < end; i++) {
+		struct um_region *r = &um.regions[i];
+		if (r->r_cache)
+			cache_refresh_size(r->r_cache);
+		uint64_t eof = eof_page(r);
+		if (eof < r->r_off + (r->r_end - r->r_start)) {
+			uintptr_t lim = eof <= r->r_off ? r->r_start : r->r_start + (eof - r->r_off);
+			if (lim < end)
+				end = lim < start ? start : lim;
+			break;
+		}
+	}
+	um_unlock();
+	return end;
+}
+
+/* MAP_POPULATE: fault the mapping in through the fault thread, as far as the
+ * file reaches; private writable mappings are populated for writing, like
+ * the kernel's populate_vma_page_range does. */
+static void populate(void *p, size_t len, int prot, int flags)
+{
+	uintptr_t end = populatable_end((uintptr_t)p, (uintptr_t)p + len);
+	int adv = (!is_shared(flags) && (prot & PROT_WRITE)) ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
+	if (end > (uintptr_t)p && (prot & (PROT_READ | PROT_WRITE)))
+		sys_madvise(p, end - (uintptr_t)p, adv);
+}
+
+void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
+{
+	if (um_init())
+		return sys_mmap(addr, length, prot, flags, fd, offset);
+	bool anon = flags & MAP_ANONYMOUS, shared = is_shared(flags);
+	struct stat st;
+	/* What ummap does not serve goes to the kernel unchanged: private
+	 * anonymous memory, huge pages, and anything but a regular file (the
+	 * kernel also gives the errno of a bad descriptor). */
+	if ((anon && !shared) || (flags & MAP_HUGETLB) ||
+	    (!anon && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)))) {
+		void *p = sys_mmap(addr, length, prot, flags, fd, offset);
+		if (p != MAP_FAILED && anon) {
+			struct um_region r = { .r_start = (uintptr_t)p, .r_end = (uintptr_t)p + um_pgup(length),
+					       .r_kind = UM_ANON_PRIVATE, .r_prot = prot, .r_ra_max = UINT64_MAX };
+			um_lock();
+			region_remove_range(r.r_start, r.r_end);
+			region_insert(&r);
+			um_unlock();
+		}
+		return p;
+	}
+	int probe_flags = flags & ~(MAP_POPULATE | MAP_LOCKED | MAP_NONBLOCK);
+	int err = 0;
+	um_lock();
+	void *p = sys_mmap(addr, length, prot, probe_flags, fd, offset);
+	if (p == MAP_FAILED) {
+		err = errno;
+		um_unlock();
+		return fail_ptr(err);
+	}
+	uint64_t len = um_pgup(length);
+	/* The kernel replaced whatever was there (MAP_FIXED). */
+	region_remove_range((uintptr_t)p, (uintptr_t)p + len);
+
+	struct um_region r = {
+		.r_start = (uintptr_t)p,
+		.r_end = (uintptr_t)p + len,
+		.r_off = anon ? 0 : (uint64_t)offset,
+		.r_kind = anon ? UM_ANON_SHARED : shared ? UM_FILE_SHARED : UM_FILE_PRIVATE,
+		.r_prot = prot,
+		.r_locked = flags & MAP_LOCKED,
+		.r_advice = MADV_NORMAL,
+		.r_ra_max = UINT64_MAX,
+		.r_ra_next = UINT64_MAX,
+	};
+	struct um_cache *c;
+	if (anon) {
+		c = cache_new_anon(len, &err);
+		r.r_maywrite = true;
+	} else {
+		int acc = fcntl(fd, F_GETFL) & O_ACCMODE;
+		r.r_maywrite = !shared || acc == O_RDWR;
+		c = cache_get(fd, &st, shared && acc == O_RDWR, &err);
+	}
+	if (!c)
+		goto undo;
+	if ((err = -cache_extend(c, r.r_off + len)))
+		goto undo_cache;
+	r.r_cache = c;
+	r.r_wb_seen = c->c_wb_seq;
+	int mflags = MAP_FIXED | (shared ? MAP_SHARED : MAP_PRIVATE) | (flags & MAP_NORESERVE);
+	if (sys_mmap(p, len, prot, mflags, c->c_memfd, (off_t)r.r_off) == MAP_FAILED) {
+		err = errno;
+		goto undo_cache;
+	}
+	if ((err = -uffd_register(&r)))
+		goto undo_cache;
+	if ((err = -region_insert(&r)))
+		goto undo_cache;
+	um_unlock();
+
+	if (flags & MAP_LOCKED)
+		mlock2(p, len, MLOCK_ONFAULT);
+	if (flags & (MAP_POPULATE | MAP_LOCKED))
+		populate(p, len, prot, flags);
+	return p;
+
+undo_cache:
+	if (c->c_refs == 0)
+		cache_free(c);
+undo:
+	sys_munmap(p, len);
+	um_unlock();
+	return fail_ptr(err);
+}
+
+int um_munmap(void *addr, size_t length)
+{
+	if (um_init())
+		return sys_munmap(addr, length);
+	um_lock();
+	if (sys_munmap(addr, length) < 0) {
+		int e = errno;
+		um_unlock();
+		return fail(e);
+	}
+	uintptr_t s = (uintptr_t)addr, e = s + um_pgup(length);
+	int err = 0;
+	for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < e; i++)
+		if (!err)
+			err = wb_take_error(&um.regions[i]);
+	int werr = -region_remove_range(s, e);
+	um_unlock();
+	if (err || werr)
+		return fail(err ? err : werr);
+	return 0;
+}
+
+int um_mprotect(void *addr, size_t length, int prot)
+{
+	if (um_init())
+		return sys_mprotect(addr, length, prot);
+	uintptr_t s = (uintptr_t)addr, e = s + um_pgup(length);
+	um_lock();
+	/* The memfd is writable, so the kernel would allow PROT_WRITE on a
+	 * shared mapping of a read-only file: refuse it where the kernel's walk
+	 * would, after changing what comes before, as the kernel does. */
+	uintptr_t deny = 0;
+	if ((prot & PROT_WRITE) && !(s & (UM_PAGE - 1)))
+		for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < e; i++)
+			if (!um.regions[i].r_maywrite) {
+				deny = um.regions[i].r_start > s ? um.regions[i].r_start : s;
+				break;
+			}
+	int rc = deny ? (deny > s ? sys_mprotect(addr, deny - s, prot) : 0) : sys_mprotect(addr, length, prot);
+	int err = rc < 0 ? errno : deny ? EACCES : 0;
+	uintptr_t done = deny ? (rc < 0 ? s : deny) : (rc < 0 ? s : e);
+	if (done > s && !region_split_at(s) && !region_split_at(done))
+		for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < done; i++)
+			um.regions[i].r_prot = prot;
+	um_unlock();
+	return err ? fail(err) : 0;
+}
+
+int um_msync(void *addr, size_t length, int flags)
+{
+	if (um_init())
+		return sys_msync(addr, length, flags);
+	um_lock();
+	int rc = sys_msync(addr, length, flags);
+	int kerr = rc < 0 ? errno : 0;
+	if (kerr == EINVAL || kerr == EBUSY) {
+		um_unlock();
+		return fail(kerr);
+	}
+	uintptr_t s = (uintptr_t)addr, e = s + um_pgup(length);
+	int err = 0;
+	for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < e; i++) {
+		struct um_region *r = &um.regions[i];
+		struct um_cache *c = r->r_cache;
+		if (!c || !c->c_store)
+			continue;
+		uintptr_t a = r->r_start > s ? r->r_start : s, b = r->r_end < e ? r->r_end : e;
+		uint64_t off = r->r_off + (a - r->r_start);
+		if (r->r_kind == UM_FILE_SHARED && (flags & (MS_SYNC | MS_ASYNC))) {
+			int we = -wb_range(c, off, b - a);
+			if (!we && (flags & MS_SYNC))
+				we = -c->c_store->ops->flush(c->c_store);
+			if (we && !err)
+				err = we;
+		}
+		if (flags & MS_INVALIDATE)
+			evict_range(c, off, b - a, true);
+		int pe = wb_take_error(r);
+		if (pe && !err)
+			err = pe;
+	}
+	um_unlock();
+	if (err || kerr)
+		return fail(err ? err : kerr);
+	return 0;
+}
+
+/* What ummap adds to the kernel's madvise on [s, e) of region r. */
+static void advise_region(struct um_region *r, uintptr_t s, uintptr_t e, int advice)
+{
+	struct um_cache *c = r->r_cache;
+	uint64_t off = c ? r->r_off + (s - r->r_start) : 0, len = e - s;
+	switch (advice) {
+	case MADV_NORMAL:
+	case MADV_RANDOM:
+	case MADV_SEQUENTIAL:
+		r->r_advice = advice;
+		r->r_ra_win = 0;
+		break;
+	case MADV_WILLNEED:
+		if (c && c->c_store) {
+			uint64_t eof = eof_page(r);
+			if (off + len > eof)
+				len = off < eof ? eof - off : 0;
+			if (len && !evict_for(c, len, off, len))
+				cache_fill(c, off, len);
+		}
+		break;
+	case MADV_REMOVE:
+		/* The kernel punched the memfd; the file loses the range too. */
+		if (c) {
+			evict_range(c, off, len, false);
+			if (c->c_store && c->c_store->fd >= 0)
+				fallocate(c->c_store->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+					  (off_t)len);
+		}
+		break;
+	case MADV_PAGEOUT:
+		if (c && c->c_store)
+			evict_range(c, off, len, true);
+		break;
+	case MADV_COLD:
+		if (c)
+			for (uint64_t p = off / UM_PAGE; p < (off + len) / UM_PAGE; p++)
+				c->c_pstate[p] &= (uint8_t)~PG_REF;
+		break;
+	}
+}
+
+int um_madvise(void *addr, size_t length, int advice)
+{
+	if (um_init())
+		return sys_madvise(addr, length, advice);
+	uintptr_t s = (uintptr_t)addr, e = s + um_pgup(length);
+	if (advice == MADV_POPULATE_READ || advice == MADV_POPULATE_WRITE) {
+		/* Faults go through the fault thread: no lock held.  Beyond the
+		 * end of file the kernel fails with EFAULT instead of SIGBUS. */
+		uintptr_t lim = (s & (UM_PAGE - 1)) ? e : populatable_end(s, e);
+		int rc = sys_madvise(addr, lim > s ? lim - s : 0, advice);
+		if (rc < 0 || lim >= e || !length)
+			return rc < 0 ? -1 : (lim > s || !length ? 0 : sys_madvise(addr, length, advice));
+		return fail(EFAULT);
+	}
+	um_lock();
+	if (sys_madvise(addr, length, advice) < 0) {
+		int err = errno;
+		um_unlock();
+		return fail(err);
+	}
+	bool split = advice == MADV_NORMAL || advice == MADV_RANDOM || advice == MADV_SEQUENTIAL;
+	if (!split || (!region_split_at(s) && !region_split_at(e)))
+		for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < e; i++) {
+			struct um_region *r = &um.regions[i];
+			advise_region(r, r->r_start > s ? r->r_start : s, r->r_end < e ? r->r_end : e, advice);
+		}
+	um_unlock();
+	return 0;
+}
+
+void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, ...)
+{
+	void *new_address = NULL;
+	if (flags & MREMAP_FIXED) {
+		va_list ap;
+		va_start(ap, flags);
+		new_address = va_arg(ap, void *);
+		va_end(ap);
+	}
+	if (um_init())
+		return sys_mremap(old_address, old_size, new_size, flags, new_address);
+	um_lock();
+	void *p = sys_mremap(old_address, old_size, new_size, flags, new_address);
+	if (p == MAP_FAILED) {
+		int e = errno;
+		um_unlock();
+		return fail_ptr(e);
+	}
+	uintptr_t os = (uintptr_t)old_address, oe = os + um_pgup(old_size), ns = (uintptr_t)p;
+	uint64_t nlen = um_pgup(new_size);
+	/* The old range lies in one VMA (the kernel checked): its regions move
+	 * (or, for old_size 0, are duplicated) to p. */
+	size_t first = region_find(os), n = 0;
+	if (old_size == 0)
+		oe = os + UM_PAGE;
+	while (first + n < um.nregions && um.regions[first + n].r_start < oe)
+		n++;
+	struct um_region moved[n ? n : 1];
+	for (size_t i = 0; i < n; i++) {
+		moved[i] = um.regions[first + i];
+		if (moved[i].r_cache)
+			moved[i].r_cache->c_refs++; /* held across the move */
+	}
+	if (old_size && !(flags & MREMAP_DONTUNMAP))
+		region_remove_range(os, oe);
+	region_remove_range(ns, ns + nlen);
+	for (size_t i = 0; i < n; i++) {
+		struct um_region r = moved[i];
+		uintptr_t a = r.r_start < os ? os : r.r_start;
+		r.r_off += a - r.r_start;
+		r.r_start = ns + (a - os);
+		r.r_end = ns + ((r.r_end > oe ? oe : r.r_end) - os);
+		if (i == n - 1 || r.r_end > ns + nlen)
+			r.r_end = ns + nlen;
+		if (r.r_start < r.r_end) {
+			r.r_ra_win = 0;
+			if (r.r_cache)
+				cache_extend(r.r_cache, r.r_off + (r.r_end - r.r_start));
+			/* Without UFFD_FEATURE_EVENT_REMAP the kernel drops the
+			 * registration (and write-protect bits) of moved pages:
+			 * register again and unmap shared pages so they come back
+			 * through the fault path write-protected. */
+			uffd_register(&r);
+			if (ns != os && r.r_wp)
+				sys_madvise((void *)r.r_start, r.r_end - r.r_start, MADV_DONTNEED);
+			region_insert(&r);
+		}
+		if (moved[i].r_cache)
+			cache_put(moved[i].r_cache);
+	}
+	um_unlock();
+	return p;
+}
+
+int um_ftruncate(int fd, off_t length)
+{
+	if (ftruncate(fd, length) < 0)
+		return -1;
+	struct stat st;
+	if (!um.ready || fstat(fd, &st) < 0)
+		return 0;
+	um_lock();
+	struct um_cache *c = cache_by_file(st.st_dev, st.st_ino);
+	if (c)
+		cache_set_size(c, (uint64_t)st.st_size);
+	um_unlock();
+	return 0;
+}

@@ -1,0 +1,151 @@
+/*
+ * region.c - the region map: ummap's record of its mappings, one entry per
+ * page range with uniform properties, sorted by address and never
+ * overlapping.
+ *
+ * The kernel keeps the authoritative VMAs (each region is a real mapping of
+ * its cache's memfd), so this map only needs what the kernel does not know:
+ * which cache and offset a range maps, its kind, advice and settings.  It is
+ * a sorted array: lookups are binary searches, insertions and splits move
+ * the tail, which for the thousands of regions a process has costs less than
+ * the system call that goes with them.  Entries are split like VMAs (a
+ * partial munmap, mprotect or madvise splits at the range's ends); adjacent
+ * entries are not merged, as merging changes no behaviour (the kernel merges
+ * the VMAs themselves).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include "compat.h"
+#include "internal.h"
+
+size_t region_find(uintptr_t addr)
+{
+	size_t lo = 0, hi = um.nregions;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (um.regions[mid].r_end <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+struct um_region *region_at(uintptr_t addr)
+{
+	size_t i = region_find(addr);
+	if (i < um.nregions && um.regions[i].r_start <= addr)
+		return &um.regions[i];
+	return NULL;
+}
+
+static int reserve(size_t n)
+{
+	if (n <= um.cap)
+		return 0;
+	size_t cap = um.cap ? um.cap * 2 : 64;
+	while (cap < n)
+		cap *= 2;
+	struct um_region *v = realloc(um.regions, cap * sizeof *v);
+	if (!v)
+		return -ENOMEM;
+	um.regions = v;
+	um.cap = cap;
+	return 0;
+}
+
+int region_insert(const struct um_region *r)
+{
+	if (reserve(um.nregions + 1))
+		return -ENOMEM;
+	size_t i = region_find(r->r_start);
+	memmove(&um.regions[i + 1], &um.regions[i], (um.nregions - i) * sizeof *r);
+	um.regions[i] = *r;
+	um.nregions++;
+	if (r->r_cache) {
+		r->r_cache->c_refs++;
+		r->r_cache->c_locked += r->r_locked;
+	}
+	return 0;
+}
+
+/* Split the region containing addr so that a region starts at addr. */
+int region_split_at(uintptr_t addr)
+{
+	size_t i = region_find(addr);
+	if (i >= um.nregions || um.regions[i].r_start >= addr)
+		return 0;
+	if (reserve(um.nregions + 1))
+		return -ENOMEM;
+	struct um_region *r = &um.regions[i];
+	memmove(r + 1, r, (um.nregions - i) * sizeof *r);
+	um.nregions++;
+	struct um_region *hi = r + 1;
+	r->r_end = addr;
+	hi->r_off += addr - hi->r_start;
+	hi->r_start = addr;
+	if (r->r_cache) {
+		r->r_cache->c_refs++;
+		r->r_cache->c_locked += r->r_locked;
+	}
+	return 0;
+}
+
+/* Forget [start, end): trims or drops the regions it covers and releases
+ * their caches (the last release writes a cache back and frees it). */
+int region_remove_range(uintptr_t start, uintptr_t end)
+{
+	int err = 0;
+	/* Splitting can only fail for lack of memory; the covered part is
+	 * then trimmed in place below, which needs none. */
+	region_split_at(start);
+	region_split_at(end);
+	size_t i = region_find(start), j = i;
+	while (j < um.nregions && um.regions[j].r_start < end) {
+		struct um_region *r = &um.regions[j];
+		if (r->r_start < start || r->r_end > end) {
+			/* Could not split: keep the part outside. */
+			if (r->r_start < start)
+				r->r_end = start;
+			else {
+				r->r_off += end - r->r_start;
+				r->r_start = end;
+			}
+			um.regions[i++] = *r;
+			j++;
+			continue;
+		}
+		if (r->r_cache) {
+			r->r_cache->c_locked -= r->r_locked;
+			int e = cache_put(r->r_cache);
+			if (e && !err)
+				err = e;
+		}
+		j++;
+	}
+	memmove(&um.regions[i], &um.regions[j], (um.nregions - j) * sizeof *um.regions);
+	um.nregions -= j - i;
+	return err;
+}
+
+/* Register a region's range with the userfaultfd, in the modes its kind
+ * needs: MISSING (page not in the memfd), MINOR (in the memfd, not mapped)
+ * and, for shared file mappings, WP (first write to a clean page). */
+int uffd_register(struct um_region *r)
+{
+	if (r->r_kind == UM_ANON_PRIVATE)
+		return 0;
+	struct uffdio_register reg = {
+		.range = { .start = r->r_start, .len = r->r_end - r->r_start },
+		.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR,
+	};
+	r->r_wp = um.wp && r->r_kind == UM_FILE_SHARED;
+	if (r->r_wp)
+		reg.mode |= UFFDIO_REGISTER_MODE_WP;
+	if (ioctl(um.uffd, UFFDIO_REGISTER, &reg) < 0)
+		return -errno;
+	return 0;
+}

@@ -1,0 +1,104 @@
+/*
+ * signal.c - delivering the kernel's SIGBUS from the fault thread.
+ *
+ * The kernel raises SIGBUS with si_code BUS_ADRERR and si_addr at the
+ * faulting byte when a mapping is touched beyond the end of its file.  The
+ * fault thread cannot queue such a signal itself: Linux lets a thread forge
+ * a positive si_code only for its own thread id.  So it queues UM_SIGNAL (a
+ * real-time signal, si_code SI_QUEUE, the address in si_value) to the
+ * faulting thread, whose blocked fault then returns; ummap's handler for
+ * UM_SIGNAL, running in that thread, does what the kernel's force_sig would:
+ * if SIGBUS is blocked, ignored or defaulted in the thread it kills the
+ * process with SIGBUS; otherwise it calls the application's SIGBUS handler
+ * with the kernel's siginfo, under the mask the kernel would set.  If that
+ * handler returns, the access is retried and faults again, as with the
+ * kernel.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int um_signal_no(void)
+{
+	return SIGRTMAX - 3;
+}
+
+static void die_sigbus(void)
+{
+	struct sigaction dfl;
+	memset(&dfl, 0, sizeof dfl);
+	dfl.sa_handler = SIG_DFL;
+	sigaction(SIGBUS, &dfl, NULL);
+	sigset_t m;
+	sigemptyset(&m);
+	sigaddset(&m, SIGBUS);
+	pthread_sigmask(SIG_UNBLOCK, &m, NULL);
+	syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), SIGBUS);
+}
+
+static void on_um_signal(int sig, siginfo_t *info, void *uctx)
+{
+	int saved = errno;
+	ucontext_t *uc = uctx;
+	siginfo_t si;
+	memset(&si, 0, sizeof si);
+	si.si_signo = SIGBUS;
+	si.si_code = BUS_ADRERR;
+	si.si_addr = info->si_value.sival_ptr;
+
+	struct sigaction app;
+	sigaction(SIGBUS, NULL, &app);
+	bool has_handler = (app.sa_flags & SA_SIGINFO) ? app.sa_sigaction != NULL
+						       : (app.sa_handler != SIG_DFL && app.sa_handler != SIG_IGN);
+	if (!has_handler || sigismember(&uc->uc_sigmask, SIGBUS)) {
+		die_sigbus();
+		return;
+	}
+	sigset_t mask = uc->uc_sigmask, old;
+	for (int s = 1; s < NSIG; s++)
+		if (sigismember(&app.sa_mask, s) == 1)
+			sigaddset(&mask, s);
+	if (!(app.sa_flags & SA_NODEFER))
+		sigaddset(&mask, SIGBUS);
+	if (app.sa_flags & SA_RESETHAND) {
+		struct sigaction dfl;
+		memset(&dfl, 0, sizeof dfl);
+		dfl.sa_handler = SIG_DFL;
+		sigaction(SIGBUS, &dfl, NULL);
+	}
+	pthread_sigmask(SIG_SETMASK, &mask, &old);
+	if (app.sa_flags & SA_SIGINFO)
+		app.sa_sigaction(SIGBUS, &si, uctx);
+	else
+		app.sa_handler(SIGBUS);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	errno = saved;
+	(void)sig;
+}
+
+int um_signal_install(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_sigaction = on_um_signal;
+	sa.sa_flags = SA_SIGINFO | SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	return sigaction(um_signal_no(), &sa, NULL) < 0 ? -errno : 0;
+}
+
+/* From the fault thread: SIGBUS at addr in thread tid. */
+void um_signal_sigbus(pid_t tid, uintptr_t addr)
+{
+	siginfo_t si;
+	memset(&si, 0, sizeof si);
+	si.si_signo = um_signal_no();
+	si.si_code = SI_QUEUE;
+	si.si_pid = getpid();
+	si.si_uid = getuid();
+	si.si_value.sival_ptr = (void *)addr;
+	syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, si.si_signo, &si);
+}

@@ -1,0 +1,40 @@
+/*
+ * store.h - where a cache's pages come from and go to.
+ *
+ * The fault path, readahead, eviction and writeback talk only to this table,
+ * so the file store, a swap store for anonymous memory and remote stores are
+ * peers.  Every operation returns bytes transferred or -errno; a short read
+ * means end of data (the rest of the page reads as zeros).
+ */
+#ifndef UM_STORE_H
+#define UM_STORE_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+struct um_store;
+
+struct um_store_ops {
+	int version; /* 1 */
+	ssize_t (*read)(struct um_store *s, void *buf, size_t len, uint64_t off);
+	ssize_t (*write)(struct um_store *s, const void *buf, size_t len, uint64_t off);
+	int (*size)(struct um_store *s, uint64_t *size);
+	int (*flush)(struct um_store *s); /* durable: data written so far */
+	void (*close)(struct um_store *s);
+};
+
+struct um_store {
+	const struct um_store_ops *ops;
+	int fd; /* the file for the file store, -1 otherwise */
+	int writable;
+};
+
+/* store_file.c: the default store, a regular file. */
+struct um_store *store_file_open(int fd, int want_write, int *err);
+int store_file_upgrade(struct um_store *s, int fd);
+
+/* Fault injection for tests: when set, reads/writes of the file store fail
+ * with this errno (0 = off).  Set through UMMAP_FAIL_READ/UMMAP_FAIL_WRITE. */
+extern int store_fail_read, store_fail_write;
+
+#endif

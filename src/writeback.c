@@ -1,0 +1,265 @@
+/*
+ * writeback.c - dirty pages back to the store, and eviction under the budget.
+ *
+ * Writeback of a run follows I3: write-protect the run in every shared
+ * region that maps it, clear DIRTY, then write.  A store racing with the
+ * write takes a WP fault, which sets DIRTY again, so it is written next
+ * time.  A failed write sets DIRTY back and records the errno in the cache
+ * (c_wb_err, c_wb_seq), which the next msync or munmap of each region
+ * reports once, like the kernel's errseq; the data stays and is retried.
+ *
+ * Eviction is a clock over chunks of UM_EVICT_CHUNK pages of each cache:
+ * a chunk faulted since the hand last passed (PG_REF) gets a second chance;
+ * dirty chunks are written back before they are punched (I4).  Punching a
+ * memfd range unmaps it from every VMA, shared or private (private copies
+ * stay), so eviction needs no page-table walk of its own.
+ *
+ * The writeback thread writes everything dirty every writeback_ms / 2, so a
+ * page reaches the file within writeback_ms of its first store.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdint.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "compat.h"
+#include "internal.h"
+
+/* Write-protect [off, off+len) of cache c in every region that tracks writes. */
+void wp_protect_cache_range(struct um_cache *c, uint64_t off, uint64_t len)
+{
+	for (size_t i = 0; i < um.nregions; i++) {
+		struct um_region *r = &um.regions[i];
+		if (r->r_cache != c || !r->r_wp)
+			continue;
+		uint64_t rlen = r->r_end - r->r_start;
+		uint64_t lo = off > r->r_off ? off : r->r_off;
+		uint64_t hi = off + len < r->r_off + rlen ? off + len : r->r_off + rlen;
+		if (lo >= hi)
+			continue;
+		struct uffdio_writeprotect wp = {
+			.range = { .start = r->r_start + (lo - r->r_off), .len = hi - lo },
+			.mode = UFFDIO_WRITEPROTECT_MODE_WP,
+		};
+		/* Fails only for a range the kernel no longer maps (a race
+		 * with munmap outside ummap), where there is nothing to protect. */
+		ioctl(um.uffd, UFFDIO_WRITEPROTECT, &wp);
+	}
+}
+
+static int wb_run(struct um_cache *c, uint64_t p, uint64_t q)
+{
+	uint64_t off = p * UM_PAGE, len = (q - p) * UM_PAGE;
+	if (um.wp) {
+		wp_protect_cache_range(c, off, len);
+		for (uint64_t i = p; i < q; i++)
+			c->c_pstate[i] &= (uint8_t)~PG_DIRTY;
+		c->c_dirty -= len;
+	}
+	/* Bytes past the end of the file never reach it (as with the kernel). */
+	uint64_t wlen = off >= c->c_size ? 0 : (off + len > c->c_size ? c->c_size - off : len);
+	ssize_t n = wlen ? c->c_store->ops->write(c->c_store, c->c_win + off, wlen, off) : 0;
+	if (n < 0) {
+		if (um.wp) {
+			for (uint64_t i = p; i < q; i++)
+				c->c_pstate[i] |= PG_DIRTY;
+			c->c_dirty += len;
+		}
+		c->c_wb_err = (int)-n;
+		c->c_wb_seq++;
+		return (int)n;
+	}
+	c->c_st.bytes_written += (uint64_t)n;
+	um.st.bytes_written += (uint64_t)n;
+	c->c_st.writebacks += q - p;
+	um.st.writebacks += q - p;
+	return 0;
+}
+
+/* Write back the dirty pages of [off, off+len).  0 or the first -errno. */
+int wb_range(struct um_cache *c, uint64_t off, uint64_t len)
+{
+	if (!c->c_store || !c->c_dirty)
+		return 0;
+	uint64_t p = off / UM_PAGE, end = um_pgup(off + len) / UM_PAGE;
+	if (end > c->c_extent / UM_PAGE)
+		end = c->c_extent / UM_PAGE;
+	int err = 0;
+	while (p < end) {
+		if (!(c->c_pstate[p] & PG_DIRTY)) {
+			p++;
+			continue;
+		}
+		uint64_t q = p;
+		while (q < end && (c->c_pstate[q] & PG_DIRTY))
+			q++;
+		int e = wb_run(c, p, q);
+		if (e && !err)
+			err = e;
+		p = q;
+	}
+	return err;
+}
+
+int wb_cache(struct um_cache *c)
+{
+	return wb_range(c, 0, c->c_extent);
+}
+
+/* Write back every cache; free the ones no region maps any more. */
+void wb_all(void)
+{
+	struct um_cache *c = um.caches, *next;
+	for (; c; c = next) {
+		next = c->c_next;
+		if (c->c_dirty)
+			wb_cache(c);
+		if (c->c_refs == 0 && !c->c_dirty)
+			cache_free(c);
+	}
+}
+
+/* Drop the PRESENT pages of [off, off+len) from the memfd (dirty ones too
+ * unless clean_only: truncation and MADV_REMOVE discard data). */
+void evict_range(struct um_cache *c, uint64_t off, uint64_t len, bool clean_only)
+{
+	uint64_t p = off / UM_PAGE, end = um_pgup(off + len) / UM_PAGE;
+	if (end > c->c_extent / UM_PAGE)
+		end = c->c_extent / UM_PAGE;
+	while (p < end) {
+		uint8_t s = c->c_pstate[p];
+		if (!(s & PG_PRESENT) || (clean_only && (s & PG_DIRTY))) {
+			p++;
+			continue;
+		}
+		uint64_t q = p, dirty = 0;
+		while (q < end && (c->c_pstate[q] & PG_PRESENT) &&
+		       !(clean_only && (c->c_pstate[q] & PG_DIRTY))) {
+			dirty += (c->c_pstate[q] & PG_DIRTY) != 0;
+			c->c_pstate[q++] = 0;
+		}
+		uint64_t boff = p * UM_PAGE, blen = (q - p) * UM_PAGE;
+		/* Unmaps the pages from every VMA, then frees them. */
+		fallocate(c->c_memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)boff, (off_t)blen);
+		c->c_resident -= blen;
+		um.resident -= blen;
+		c->c_dirty -= dirty * UM_PAGE;
+		c->c_st.evictions += q - p;
+		um.st.evictions += q - p;
+		p = q;
+	}
+}
+
+/* Is any page of [off, off+len) of c mapped by a locked region? */
+static bool chunk_locked(struct um_cache *c, uint64_t off, uint64_t len)
+{
+	if (!c->c_locked)
+		return false;
+	for (size_t i = 0; i < um.nregions; i++) {
+		struct um_region *r = &um.regions[i];
+		if (r->r_cache == c && r->r_locked && off < r->r_off + (r->r_end - r->r_start) &&
+		    r->r_off < off + len)
+			return true;
+	}
+	return false;
+}
+
+/* One clock sweep of cache c until `want` bytes are freed; returns bytes freed. */
+static uint64_t sweep(struct um_cache *c, uint64_t want, uint64_t busy_off, uint64_t busy_len,
+		      struct um_cache *busy_c)
+{
+	uint64_t chunks = c->c_extent / (UM_EVICT_CHUNK * UM_PAGE), freed = 0;
+	if (!c->c_store || !chunks || !c->c_resident)
+		return 0;
+	for (uint64_t step = 0; step < 2 * chunks && freed < want; step++) {
+		uint64_t k = c->c_clock++ % chunks;
+		uint64_t p = k * UM_EVICT_CHUNK, off = p * UM_PAGE, len = UM_EVICT_CHUNK * UM_PAGE;
+		uint8_t any = 0;
+		for (uint64_t i = p; i < p + UM_EVICT_CHUNK; i++)
+			any |= c->c_pstate[i];
+		if (!(any & PG_PRESENT))
+			continue;
+		if (any & PG_REF) {
+			for (uint64_t i = p; i < p + UM_EVICT_CHUNK; i++)
+				c->c_pstate[i] &= (uint8_t)~PG_REF;
+			continue;
+		}
+		if (c == busy_c && off < busy_off + busy_len && busy_off < off + len)
+			continue;
+		if (chunk_locked(c, off, len))
+			continue;
+		if ((any & PG_DIRTY) && wb_range(c, off, len) < 0)
+			continue;
+		uint64_t before = c->c_resident;
+		evict_range(c, off, len, true);
+		freed += before - c->c_resident;
+	}
+	return freed;
+}
+
+/*
+ * Make room for `need` more bytes in cache c: first under c's own budget,
+ * then under the process budget, taking from every cache.  [busy_off,
+ * busy_len) of c is the range being faulted in and is never a victim.
+ * Returns 0, or -ENOMEM when nothing more can be evicted (everything left
+ * is pinned, anonymous or being faulted): the fault then goes over budget.
+ */
+int evict_for(struct um_cache *c, uint64_t need, uint64_t busy_off, uint64_t busy_len)
+{
+	if (c && c->c_budget && c->c_resident + need > c->c_budget)
+		sweep(c, c->c_resident + need - c->c_budget, busy_off, busy_len, c);
+	for (int round = 0; round < 2 && um.resident + need > um.cfg.budget; round++)
+		for (struct um_cache *v = um.caches; v && um.resident + need > um.cfg.budget; v = v->c_next)
+			sweep(v, um.resident + need - um.cfg.budget, busy_off, busy_len, c);
+	return um.resident + need > um.cfg.budget ? -ENOMEM : 0;
+}
+
+/* The error a region has not yet reported, consumed (errseq-like). */
+int wb_take_error(struct um_region *r)
+{
+	struct um_cache *c = r->r_cache;
+	if (!c || c->c_wb_seq == r->r_wb_seen)
+		return 0;
+	r->r_wb_seen = c->c_wb_seq;
+	return c->c_wb_err;
+}
+
+void wb_kick(void)
+{
+	uint64_t one = 1;
+	if (write(um.wake_fd, &one, sizeof one) < 0) {
+		/* The counter is saturated: a wakeup is already pending. */
+	}
+}
+
+static void *wb_thread(void *arg)
+{
+	for (;;) {
+		struct pollfd pfd = { .fd = um.wake_fd, .events = POLLIN };
+		uint64_t ms = um.cfg.writeback_ms / 2;
+		int n = poll(&pfd, 1, ms > INT32_MAX ? INT32_MAX : (int)(ms ? ms : 1));
+		if (n > 0) {
+			uint64_t v;
+			if (read(um.wake_fd, &v, sizeof v) < 0) {
+				/* EAGAIN: another reader drained it; write back anyway. */
+			}
+		}
+		um_lock();
+		wb_all();
+		um_unlock();
+	}
+	return arg;
+}
+
+int wb_start(void)
+{
+	um.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (um.wake_fd < 0)
+		return -errno;
+	return -pthread_create(&um.wb_thread, NULL, wb_thread, NULL);
+}
