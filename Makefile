@@ -30,7 +30,7 @@ MAN1    := $(wildcard man/man1/*.1)
 
 all: $(B)/libummap.so $(B)/libummap.a $(B)/ummap $(B)/ummap.pc
 
-$(B)/obj/%.o: src/%.c src/*.h include/ummap.h | $(B)/obj
+$(B)/obj/%.o: src/%.c $(wildcard src/*.h) include/ummap.h | $(B)/obj
 	$(CC) $(CFLAGS) $(LIB_CFLAGS) -c -o $@ $<
 
 $(B)/libummap.so: $(LIB_OBJ) src/libummap.map
@@ -47,7 +47,7 @@ $(B)/ummap.pc: ummap.pc.in
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	    -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
-$(B)/tests/%: tests/%.c $(TEST_LIB) tests/lib/*.h $(B)/libummap.a | $(B)/tests
+$(B)/tests/%: tests/%.c $(TEST_LIB) $(wildcard tests/lib/*.h) $(B)/libummap.a | $(B)/tests
 	$(CC) $(CFLAGS) -Itests/lib -o $@ $< $(TEST_LIB) $(B)/libummap.a -lcriterion $(LDLIBS)
 
 $(B)/examples/%: examples/%.c $(B)/libummap.a | $(B)/examples

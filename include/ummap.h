@@ -33,6 +33,7 @@ extern "C" {
 
 #define UMMAP_VERSION_MAJOR 0
 #define UMMAP_VERSION_MINOR 1
+#define UMMAP_VERSION_PATCH 0
 
 /* The mapping calls: see the um_mmap(3) family of man pages. */
 void *um_mmap(void *addr, size_t length, int prot, int flags, int fd,
@@ -61,9 +62,13 @@ struct um_config {
 int um_configure(const struct um_config *cfg);
 int um_get_config(struct um_config *cfg);
 
-/* Per-mapping settings, for the mapping that contains addr. */
+/*
+ * Settings for the mapping (the whole range one um_mmap call made, even if
+ * later split) that contains addr.  The budget is its file's: it bounds the
+ * cache that every mapping of the file shares.
+ */
 enum um_param {
-	UM_PARAM_BUDGET = 1,	 /* bytes this mapping's file may cache, 0 = none */
+	UM_PARAM_BUDGET = 1,	 /* bytes the file's cache may hold, 0 = no own limit */
 	UM_PARAM_FAULT_SIZE = 2, /* bytes per fault for this mapping */
 	UM_PARAM_READAHEAD = 3,	 /* max readahead for this mapping, 0 = off */
 };

@@ -194,9 +194,9 @@ int um_mapping_set(void *addr, enum um_param param, uint64_t value)
 	else if (param == UM_PARAM_BUDGET)
 		r->r_cache->c_budget = value;
 	else if (param == UM_PARAM_FAULT_SIZE || param == UM_PARAM_READAHEAD) {
-		struct um_cache *c = r->r_cache;
+		uint64_t id = r->r_map_id;
 		for (size_t i = 0; i < um.nregions; i++) {
-			if (um.regions[i].r_cache != c)
+			if (um.regions[i].r_map_id != id)
 				continue;
 			if (param == UM_PARAM_FAULT_SIZE)
 				um.regions[i].r_fault_size = value;

@@ -49,7 +49,8 @@
 
 #define UM_PAGE 4096UL
 #define UM_PAGE_SHIFT 12
-#define UM_EVICT_CHUNK 16 /* pages punched together by the evictor */
+#define UM_EVICT_CHUNK 64 /* pages punched together by the evictor: 256 KiB, so
+			    * one TLB shootdown frees a whole fault unit */
 
 static inline uint64_t um_pgup(uint64_t x) { return (x + UM_PAGE - 1) & ~(UM_PAGE - 1); }
 static inline uint64_t um_pgdown(uint64_t x) { return x & ~(UM_PAGE - 1); }
@@ -59,6 +60,7 @@ enum {
 	PG_PRESENT = 1 << 0, /* in the memfd */
 	PG_DIRTY = 1 << 1,   /* differs from the store */
 	PG_REF = 1 << 2,     /* faulted since the clock hand last passed */
+	PG_ZERO = 1 << 3,    /* zeros the error handler chose: never written back */
 };
 
 /* A cache object: the cached pages of one file (or of one shared anonymous
@@ -107,6 +109,7 @@ struct um_region {
 	uint64_t r_ra_next;	/* cache offset a sequential scan reaches next */
 	uint64_t r_ra_win;	/* current readahead window */
 	uint64_t r_wb_seen;	/* c_wb_seq already reported to this region */
+	uint64_t r_map_id;	/* the um_mmap call that made it (kept by splits) */
 	struct um_cache *r_cache;
 };
 
@@ -125,6 +128,7 @@ struct um_engine {
 	uint64_t resident;	/* all caches' PRESENT bytes */
 	struct um_stats st;	/* process counters (resident/dirty derived) */
 	struct um_cache *caches;
+	uint64_t next_map_id;
 	struct um_region *regions; /* sorted by r_start, non-overlapping */
 	size_t nregions, cap;
 	um_error_handler err_handler;

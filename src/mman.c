@@ -130,6 +130,7 @@ void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offs
 		.r_advice = MADV_NORMAL,
 		.r_ra_max = UINT64_MAX,
 		.r_ra_next = UINT64_MAX,
+		.r_map_id = ++um.next_map_id,
 	};
 	struct um_cache *c;
 	if (anon) {

@@ -99,6 +99,8 @@ int region_split_at(uintptr_t addr)
 int region_remove_range(uintptr_t start, uintptr_t end)
 {
 	int err = 0;
+	if (!um.nregions)
+		return 0;
 	/* Splitting can only fail for lack of memory; the covered part is
 	 * then trimmed in place below, which needs none. */
 	region_split_at(start);

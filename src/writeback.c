@@ -91,12 +91,19 @@ int wb_range(struct um_cache *c, uint64_t off, uint64_t len)
 		end = c->c_extent / UM_PAGE;
 	int err = 0;
 	while (p < end) {
-		if (!(c->c_pstate[p] & PG_DIRTY)) {
+		uint8_t s = c->c_pstate[p];
+		if (!(s & PG_DIRTY) || (s & PG_ZERO)) {
+			/* A page of zeros standing in for unreadable data must
+			 * never overwrite it: its stores are dropped. */
+			if ((s & PG_DIRTY) && um.wp) {
+				c->c_pstate[p] &= (uint8_t)~PG_DIRTY;
+				c->c_dirty -= UM_PAGE;
+			}
 			p++;
 			continue;
 		}
 		uint64_t q = p;
-		while (q < end && (c->c_pstate[q] & PG_DIRTY))
+		while (q < end && (c->c_pstate[q] & (PG_DIRTY | PG_ZERO)) == PG_DIRTY)
 			q++;
 		int e = wb_run(c, p, q);
 		if (e && !err)

@@ -1,0 +1,287 @@
+/*
+ * Description: the engine's own promises, beyond what the kernel does: the
+ * budget holds on a scan 8 times its size, every byte is right, dirty data
+ * reaches the file in the background and at exit, read errors raise SIGBUS
+ * or call the handler, writeback errors are reported and nothing is lost.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ummap.h"
+
+/* Fault injection in the file store (src/store.h). */
+extern int store_fail_read, store_fail_write;
+
+#define MiB (1UL << 20)
+
+static char path[256];
+
+static int make_file(uint64_t size, uint64_t seed)
+{
+	const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	snprintf(path, sizeof path, "%s/ummap-test.XXXXXX", dir);
+	int fd = mkstemp(path);
+	cr_assert(fd >= 0);
+	uint64_t buf[4096];
+	for (uint64_t off = 0; off < size; off += sizeof buf) {
+		for (size_t i = 0; i < 4096; i++)
+			buf[i] = (off + i * 8) * 0x9e3779b97f4a7c15ULL + seed;
+		size_t n = size - off < sizeof buf ? size - off : sizeof buf;
+		cr_assert(pwrite(fd, buf, n, (off_t)off) == (ssize_t)n);
+	}
+	return fd;
+}
+
+static uint64_t word(uint64_t off, uint64_t seed)
+{
+	return off * 0x9e3779b97f4a7c15ULL + seed;
+}
+
+/* Bytes the kernel holds for ummap's caches: the memfds' allocated blocks,
+ * found through /proc/self/fd independently of ummap's own counters. */
+static uint64_t cache_memory(void)
+{
+	uint64_t total = 0;
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		char p[300], target[256];
+		snprintf(p, sizeof p, "/proc/self/fd/%s", e->d_name);
+		ssize_t n = readlink(p, target, sizeof target - 1);
+		if (n <= 0)
+			continue;
+		target[n] = 0;
+		struct stat st;
+		if (strstr(target, "memfd:ummap-cache") && stat(p, &st) == 0)
+			total += (uint64_t)st.st_blocks * 512;
+	}
+	closedir(d);
+	return total;
+}
+
+/* Rss of the mappings that cover [p, p+len), from /proc/self/smaps. */
+static uint64_t smaps_rss(void *p, size_t len)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	uint64_t rss = 0;
+	int in = 0;
+	while (fgets(line, sizeof line, f)) {
+		unsigned long a, b;
+		if (sscanf(line, "%lx-%lx ", &a, &b) == 2 && strchr(line, ' ') == line + strcspn(line, " ")) {
+			in = a < (unsigned long)p + len && b > (unsigned long)p;
+			continue;
+		}
+		unsigned long kb;
+		if (in && sscanf(line, "Rss: %lu kB", &kb) == 1)
+			rss += kb * 1024;
+	}
+	fclose(f);
+	return rss;
+}
+
+Test(budget, scan_8x_budget_read_write)
+{
+	const uint64_t budget = 16 * MiB, size = 8 * budget, slack = 2 * MiB;
+	int fd = make_file(size, 7);
+	struct um_config cfg = { .budget = budget };
+	cr_assert(um_configure(&cfg) == 0);
+	uint64_t *m = um_mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert(m != MAP_FAILED);
+	uint64_t worst_cache = 0, worst_stat = 0, worst_rss = 0;
+	struct um_stats st;
+	for (int pass = 0; pass < 2; pass++) {
+		for (uint64_t i = 0; i < size / 8; i++) {
+			uint64_t want = word(i * 8, 7) ^ (uint64_t)pass;
+			if (m[i] != want)
+				cr_assert_fail("pass %d: word %lu is %lx, want %lx", pass, i, m[i], want);
+			m[i] ^= 1;
+			if ((i & 0xfffff) == 0xfffff) {
+				um_stats(NULL, &st);
+				uint64_t cm = cache_memory(), rss = smaps_rss(m, size);
+				worst_cache = cm > worst_cache ? cm : worst_cache;
+				worst_stat = st.resident_bytes > worst_stat ? st.resident_bytes : worst_stat;
+				worst_rss = rss > worst_rss ? rss : worst_rss;
+			}
+		}
+	}
+	cr_expect(worst_stat <= budget + slack, "um_stats resident %lu > budget %lu", worst_stat, budget);
+	cr_expect(worst_cache <= budget + slack, "memfd blocks %lu > budget %lu", worst_cache, budget);
+	cr_expect(worst_rss <= budget + slack, "smaps Rss %lu > budget %lu", worst_rss, budget);
+	cr_expect(worst_stat > budget / 2, "the scan should fill the budget (resident %lu)", worst_stat);
+	um_stats(NULL, &st);
+	cr_expect(st.evictions > 0);
+	cr_assert(um_munmap(m, size) == 0);
+	/* Every word on disk was flipped twice, by the two passes. */
+	static uint64_t buf[1 << 15];
+	for (uint64_t off = 0; off < size; off += sizeof buf) {
+		cr_assert(pread(fd, buf, sizeof buf, (off_t)off) == sizeof buf);
+		for (size_t i = 0; i < sizeof buf / 8; i++)
+			if (buf[i] != word(off + i * 8, 7))
+				cr_assert_fail("disk word at %lu is %lx, want %lx", off + i * 8, buf[i],
+					       word(off + i * 8, 7));
+	}
+	unlink(path);
+}
+
+Test(writeback, background_within_interval)
+{
+	int fd = make_file(64 * 1024, 1);
+	struct um_config cfg = { .writeback_ms = 200 };
+	um_configure(&cfg);
+	char *m = um_mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert(m != MAP_FAILED);
+	memcpy(m + 5000, "background", 10);
+	char buf[10] = { 0 };
+	/* Bounded wait: up to 50 intervals; it must arrive without msync. */
+	for (int i = 0; i < 50 && memcmp(buf, "background", 10); i++) {
+		usleep(200 * 1000);
+		cr_assert(pread(fd, buf, 10, 5000) == 10);
+	}
+	cr_expect(memcmp(buf, "background", 10) == 0, "dirty data not written back in the background");
+	um_munmap(m, 65536);
+	unlink(path);
+}
+
+Test(writeback, exit_without_munmap)
+{
+	int fd = make_file(8192, 2);
+	pid_t pid = fork();
+	if (pid == 0) {
+		char *m = um_mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (m == MAP_FAILED)
+			_exit(3);
+		memcpy(m + 100, "at exit", 7);
+		exit(0);
+	}
+	int status;
+	waitpid(pid, &status, 0);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	char buf[7];
+	cr_assert(pread(fd, buf, 7, 100) == 7);
+	cr_expect(memcmp(buf, "at exit", 7) == 0);
+	unlink(path);
+}
+
+static sigjmp_buf jb;
+static volatile siginfo_t got;
+static void on_bus(int sig, siginfo_t *si, void *uc)
+{
+	got = *si;
+	siglongjmp(jb, 1);
+}
+
+Test(errors, read_error_raises_sigbus)
+{
+	int fd = make_file(65536, 3);
+	struct sigaction sa = { .sa_sigaction = on_bus, .sa_flags = SA_SIGINFO };
+	sigaction(SIGBUS, &sa, NULL);
+	char *m = um_mmap(NULL, 65536, PROT_READ, MAP_SHARED, fd, 0);
+	cr_assert(m != MAP_FAILED);
+	store_fail_read = EIO;
+	volatile char c = 0;
+	if (!sigsetjmp(jb, 1)) {
+		c = m[12345];
+		cr_assert_fail("read of an unreadable page returned %d", c);
+	}
+	cr_expect(got.si_signo == SIGBUS && got.si_code == BUS_ADRERR);
+	cr_expect(got.si_addr == m + 12345, "si_addr %p, want %p", got.si_addr, m + 12345);
+	store_fail_read = 0;
+	cr_expect(m[12345] == ((char *)&(uint64_t){ word(12344, 3) })[1], "page after the error heals");
+	unlink(path);
+}
+
+static int handler_calls;
+static off_t handler_off;
+static enum um_error_action on_error(void *addr, int fd, off_t off, int err, void *arg)
+{
+	handler_calls++;
+	handler_off = off;
+	cr_expect(err == EIO);
+	if (handler_calls == 2)
+		store_fail_read = 0; /* the device recovers: the retry reads it */
+	return handler_calls == 1 ? UM_ERROR_RETRY : *(enum um_error_action *)arg;
+}
+
+Test(errors, read_error_handler_retry_then_zero)
+{
+	int fd = make_file(65536, 4);
+	enum um_error_action second = UM_ERROR_RETRY;
+	um_set_error_handler(on_error, &second);
+	uint64_t *m = um_mmap(NULL, 65536, PROT_READ, MAP_SHARED, fd, 0);
+	store_fail_read = EIO;
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	cr_expect(m[1000] == word(8000, 4), "retried read gives the data");
+	cr_expect(handler_calls == 2 && handler_off == 4096, "handler called %d times, off %ld", handler_calls,
+		  (long)handler_off);
+	second = UM_ERROR_ZERO;
+	handler_calls = 1;
+	store_fail_read = EIO;
+	/* The handler runs in another thread: publish the stores above before
+	 * the access that faults (the compiler cannot see that it calls it). */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	cr_expect(m[4096] == 0, "a zero page when the handler asks for it");
+	store_fail_read = 0;
+	unlink(path);
+}
+
+Test(errors, writeback_error_reported_and_retried)
+{
+	int fd = make_file(65536, 5);
+	char *m = um_mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	memcpy(m + 40000, "survives", 8);
+	store_fail_write = ENOSPC;
+	errno = 0;
+	cr_expect(um_msync(m, 65536, MS_SYNC) == -1 && errno == ENOSPC, "msync gave errno %d", errno);
+	struct um_stats st;
+	um_stats(m, &st);
+	cr_expect(st.dirty_bytes >= 4096, "the page stays dirty after a failed write");
+	cr_expect(um_msync(m, 65536, MS_SYNC) == -1 && errno == ENOSPC, "still failing: reported again");
+	store_fail_write = 0;
+	cr_expect(um_msync(m, 65536, MS_SYNC) == 0, "space is back: msync succeeds");
+	char buf[8];
+	cr_assert(pread(fd, buf, 8, 40000) == 8);
+	cr_expect(memcmp(buf, "survives", 8) == 0);
+	/* An error met by background writeback is reported by munmap. */
+	memcpy(m + 100, "late", 4);
+	store_fail_write = EIO;
+	struct um_config cfg = { .writeback_ms = 50 };
+	um_configure(&cfg);
+	usleep(300 * 1000);
+	store_fail_write = 0;
+	errno = 0;
+	cr_expect(um_munmap(m, 65536) == -1 && errno == EIO, "munmap reports the background error (%d)", errno);
+	cr_assert(pread(fd, buf, 4, 100) == 4);
+	cr_expect(memcmp(buf, "late", 4) == 0, "and the data still reached the file");
+	unlink(path);
+}
+
+Test(config, mapping_settings_and_stats)
+{
+	int fd = make_file(4 * MiB, 6);
+	uint64_t *m = um_mmap(NULL, 4 * MiB, PROT_READ, MAP_PRIVATE, fd, 0);
+	cr_assert(um_mapping_set(m, UM_PARAM_FAULT_SIZE, 4096) == 0);
+	cr_assert(um_mapping_set(m, UM_PARAM_READAHEAD, 0) == 0);
+	cr_assert(um_mapping_set(m, UM_PARAM_FAULT_SIZE, 3000) == -1 && errno == EINVAL);
+	cr_assert(um_mapping_set(m, UM_PARAM_BUDGET, 64 * 1024) == 0);
+	for (uint64_t i = 0; i < 4 * MiB / 8; i += 512)
+		cr_assert(m[i] == word(i * 8, 6));
+	struct um_stats st;
+	um_stats(m, &st);
+	cr_expect(st.misses == 1024, "4 KiB faults without readahead: %lu misses", st.misses);
+	cr_expect(st.resident_bytes <= 64 * 1024 + 4096, "mapping budget: resident %lu", st.resident_bytes);
+	cr_expect(um_stats((void *)16, &st) == -1 && errno == ENOMEM);
+	unlink(path);
+}
