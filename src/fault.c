@@ -100,17 +100,38 @@ static void map_pages(struct um_region *r, uintptr_t start, uintptr_t end, uintp
 	}
 }
 
+/*
+ * First store to a clean page.  A run of first stores (a sequential writer)
+ * gets a window of pages made writable and dirty at once, doubling up to the
+ * fault size, as the kernel dirties a whole large folio; a lone store dirties
+ * one page, so random writers do not write back more than they wrote.
+ */
 static void on_wp_fault(struct um_region *r, uintptr_t page)
 {
 	struct um_cache *c = r->r_cache;
-	uint64_t p = (r->r_off + (page - r->r_start)) / UM_PAGE;
-	if (!(c->c_pstate[p] & PG_DIRTY)) {
-		c->c_pstate[p] |= PG_DIRTY;
-		c->c_dirty += UM_PAGE;
+	uint64_t fs = r->r_fault_size ? r->r_fault_size : um.cfg.fault_size;
+	uint64_t win = page == r->r_wp_next ? r->r_wp_win * 2 : 1;
+	if (win > fs / UM_PAGE)
+		win = fs / UM_PAGE;
+	uintptr_t end = page + win * UM_PAGE;
+	if (end > r->r_end)
+		end = r->r_end;
+	for (uintptr_t a = page; a < end; a += UM_PAGE) {
+		uint64_t p = (r->r_off + (a - r->r_start)) / UM_PAGE;
+		if (!(c->c_pstate[p] & PG_PRESENT)) {
+			end = a; /* not mapped here: the run stops */
+			break;
+		}
+		if (!(c->c_pstate[p] & PG_DIRTY)) {
+			c->c_pstate[p] |= PG_DIRTY;
+			c->c_dirty += UM_PAGE;
+		}
 	}
+	r->r_wp_win = (end - page) / UM_PAGE;
+	r->r_wp_next = end;
 	c->c_st.wp_faults++;
 	um.st.wp_faults++;
-	struct uffdio_writeprotect wp = { .range = { page, UM_PAGE }, .mode = 0 };
+	struct uffdio_writeprotect wp = { .range = { page, end - page }, .mode = 0 };
 	if (ioctl(um.uffd, UFFDIO_WRITEPROTECT, &wp) < 0)
 		wake(page);
 }

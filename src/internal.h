@@ -108,6 +108,8 @@ struct um_region {
 	uint64_t r_ra_max;	/* UINT64_MAX = process default */
 	uint64_t r_ra_next;	/* cache offset a sequential scan reaches next */
 	uint64_t r_ra_win;	/* current readahead window */
+	uintptr_t r_wp_next;	/* address a run of first writes reaches next */
+	uint64_t r_wp_win;	/* pages made writable by the last WP fault */
 	uint64_t r_wb_seen;	/* c_wb_seq already reported to this region */
 	uint64_t r_map_id;	/* the um_mmap call that made it (kept by splits) */
 	struct um_cache *r_cache;

@@ -196,14 +196,20 @@ static uint64_t sweep(struct um_cache *c, uint64_t want, uint64_t busy_off, uint
 				c->c_pstate[i] &= (uint8_t)~PG_REF;
 			continue;
 		}
-		if (c == busy_c && off < busy_off + busy_len && busy_off < off + len)
-			continue;
 		if (chunk_locked(c, off, len))
 			continue;
 		if ((any & PG_DIRTY) && wb_range(c, off, len) < 0)
 			continue;
 		uint64_t before = c->c_resident;
-		evict_range(c, off, len, true);
+		if (c == busy_c && off < busy_off + busy_len && busy_off < off + len) {
+			/* Only the pages around the range being faulted in. */
+			if (busy_off > off)
+				evict_range(c, off, busy_off - off, true);
+			if (busy_off + busy_len < off + len)
+				evict_range(c, busy_off + busy_len, off + len - busy_off - busy_len, true);
+		} else {
+			evict_range(c, off, len, true);
+		}
 		freed += before - c->c_resident;
 	}
 	return freed;
