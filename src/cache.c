@@ -8,7 +8,9 @@
  * userfaultfd), and one state byte per page (PG_*).  The memfd is as large as
  * the furthest mapped offset (c_extent), not the file: the end of file is
  * enforced by the fault path, which reads the file's size, so a file that
- * grows is usable at once.  A page's life:
+ * grows is usable at once.  The window and the page states cover only what
+ * can be cached (c_wext: up to the end of file, at most c_extent), so a
+ * small file mapped at a huge offset costs nothing.  A page's life:
  *
  *      absent --cache_fill--> PRESENT --WP fault / map writable--> DIRTY
  *        ^                       |  ^                                |
@@ -78,7 +80,7 @@ void cache_free(struct um_cache *c)
 		inotify_rm_watch(um.inotify, c->c_wd);
 	um.resident -= c->c_resident;
 	if (c->c_win != MAP_FAILED)
-		sys_munmap(c->c_win, c->c_extent);
+		sys_munmap(c->c_win, c->c_wext);
 	close(c->c_memfd);
 	if (c->c_store)
 		c->c_store->ops->close(c->c_store);
@@ -86,31 +88,49 @@ void cache_free(struct um_cache *c)
 	free(c);
 }
 
-/* Grow the memfd, the window and the page states to cover [0, end). */
-int cache_extend(struct um_cache *c, uint64_t end)
+static uint64_t round_extent(uint64_t x)
 {
-	if (end <= c->c_extent)
+	uint64_t r = (x + EXTENT_ROUND - 1) & ~(EXTENT_ROUND - 1);
+	return r < x ? UINT64_MAX & ~(EXTENT_ROUND - 1) : r;
+}
+
+/* Grow the window and the page states to cover what can be cached now. */
+static int cache_grow_window(struct um_cache *c)
+{
+	uint64_t want = c->c_store && c->c_size < c->c_extent ? round_extent(c->c_size) : c->c_extent;
+	if (want > c->c_extent)
+		want = c->c_extent;
+	if (want <= c->c_wext)
 		return 0;
-	uint64_t ext = (end + EXTENT_ROUND - 1) & ~(EXTENT_ROUND - 1);
-	if (ext < end)
-		return -ENOMEM; /* offset overflow: the kernel said EOVERFLOW first */
-	uint8_t *ps = realloc(c->c_pstate, ext / UM_PAGE);
+	uint8_t *ps = realloc(c->c_pstate, want / UM_PAGE);
 	if (!ps)
 		return -ENOMEM;
-	memset(ps + c->c_extent / UM_PAGE, 0, (ext - c->c_extent) / UM_PAGE);
+	memset(ps + c->c_wext / UM_PAGE, 0, (want - c->c_wext) / UM_PAGE);
 	c->c_pstate = ps;
-	if (ftruncate(c->c_memfd, (off_t)ext) < 0)
-		return -errno;
 	void *w;
 	if (c->c_win == MAP_FAILED)
-		w = sys_mmap(NULL, ext, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, c->c_memfd, 0);
+		w = sys_mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, c->c_memfd, 0);
 	else
-		w = sys_mremap(c->c_win, c->c_extent, ext, MREMAP_MAYMOVE, NULL);
+		w = sys_mremap(c->c_win, c->c_wext, want, MREMAP_MAYMOVE, NULL);
 	if (w == MAP_FAILED)
 		return -errno;
 	c->c_win = w;
-	c->c_extent = ext;
+	c->c_wext = want;
 	return 0;
+}
+
+/* Grow the memfd to cover mappings up to offset end. */
+int cache_extend(struct um_cache *c, uint64_t end)
+{
+	if (end > c->c_extent) {
+		uint64_t ext = round_extent(end);
+		if (ext > (uint64_t)INT64_MAX)
+			ext = end; /* the largest file size: no rounding room */
+		if (ftruncate(c->c_memfd, (off_t)ext) < 0)
+			return -errno;
+		c->c_extent = ext;
+	}
+	return cache_grow_window(c);
 }
 
 struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *err)
@@ -217,11 +237,16 @@ void cache_set_size(struct um_cache *c, uint64_t size)
 {
 	uint64_t old = c->c_size;
 	c->c_size = size;
-	if (size >= old || size >= c->c_extent)
+	if (size >= old) {
+		/* If the window cannot grow, faults beyond it raise SIGBUS. */
+		cache_grow_window(c);
+		return;
+	}
+	if (size >= c->c_wext)
 		return;
 	uint64_t keep = um_pgup(size);
-	if (keep < c->c_extent)
-		evict_range(c, keep, c->c_extent - keep, false);
+	if (keep < c->c_wext)
+		evict_range(c, keep, c->c_wext - keep, false);
 	if (size < keep && (c->c_pstate[size / UM_PAGE] & PG_PRESENT))
 		memset(c->c_win + size, 0, keep - size);
 }

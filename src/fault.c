@@ -116,6 +116,8 @@ static void on_wp_fault(struct um_region *r, uintptr_t page)
 	uintptr_t end = page + win * UM_PAGE;
 	if (end > r->r_end)
 		end = r->r_end;
+	if (r->r_off + (end - r->r_start) > c->c_wext)
+		end = r->r_start + (c->c_wext - r->r_off);
 	for (uintptr_t a = page; a < end; a += UM_PAGE) {
 		uint64_t p = (r->r_off + (a - r->r_start)) / UM_PAGE;
 		if (!(c->c_pstate[p] & PG_PRESENT)) {
@@ -200,6 +202,11 @@ static void on_fault(const struct uffd_msg *m)
 			return;
 		}
 	}
+	if (off >= c->c_wext) {
+		/* Within the file but the cache could not grow to hold it. */
+		um_signal_sigbus(tid, addr);
+		return;
+	}
 	/* The fault unit, within the region and the file. */
 	uint64_t fs = r->r_fault_size ? r->r_fault_size : um.cfg.fault_size;
 	uint64_t s = off & ~(fs - 1), e = s + fs;
@@ -224,6 +231,8 @@ static void on_fault(const struct uffd_msg *m)
 		unit_end = e;
 	if (c->c_store && e > um_pgup(c->c_size))
 		e = um_pgup(c->c_size);
+	if (e > c->c_wext)
+		e = c->c_wext;
 	if (unit_end > e)
 		unit_end = e;
 	r->r_ra_next = e;

@@ -71,8 +71,9 @@ struct um_cache {
 	struct um_store *c_store; /* NULL for shared anonymous memory */
 	int c_memfd;		/* the pages, at their file offsets */
 	uint8_t *c_win;		/* unregistered mapping of the memfd */
-	uint64_t c_extent;	/* memfd size = window length, bytes */
-	uint8_t *c_pstate;	/* PG_* per page, c_extent / UM_PAGE entries */
+	uint64_t c_extent;	/* memfd size: the furthest mapped offset */
+	uint64_t c_wext;	/* window length: what can be cached, bytes */
+	uint8_t *c_pstate;	/* PG_* per page, c_wext / UM_PAGE entries */
 	uint64_t c_size;	/* file size as last seen */
 	int c_refs;		/* regions that map this cache */
 	int c_locked;		/* of which MAP_LOCKED / mlocked */

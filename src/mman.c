@@ -296,7 +296,7 @@ static void advise_region(struct um_region *r, uintptr_t s, uintptr_t e, int adv
 		break;
 	case MADV_COLD:
 		if (c)
-			for (uint64_t p = off / UM_PAGE; p < (off + len) / UM_PAGE; p++)
+			for (uint64_t p = off / UM_PAGE; p < (off + len) / UM_PAGE && p < c->c_wext / UM_PAGE; p++)
 				c->c_pstate[p] &= (uint8_t)~PG_REF;
 		break;
 	}

@@ -94,8 +94,10 @@ int region_split_at(uintptr_t addr)
 	return 0;
 }
 
-/* Forget [start, end): trims or drops the regions it covers and releases
- * their caches (the last release writes a cache back and frees it). */
+/* Forget [start, end): trims or drops the regions it covers, writes back
+ * what was stored through shared ones (the kernel would have it in its page
+ * cache already) and releases their caches (the last release frees one).
+ * Returns 0 or the first writeback -errno. */
 int region_remove_range(uintptr_t start, uintptr_t end)
 {
 	int err = 0;
@@ -121,8 +123,13 @@ int region_remove_range(uintptr_t start, uintptr_t end)
 			continue;
 		}
 		if (r->r_cache) {
+			int e = 0;
+			if (r->r_kind == UM_FILE_SHARED)
+				e = wb_range(r->r_cache, r->r_off, r->r_end - r->r_start);
+			if (e && !err)
+				err = e;
 			r->r_cache->c_locked -= r->r_locked;
-			int e = cache_put(r->r_cache);
+			e = cache_put(r->r_cache);
 			if (e && !err)
 				err = e;
 		}

@@ -87,8 +87,8 @@ int wb_range(struct um_cache *c, uint64_t off, uint64_t len)
 	if (!c->c_store || !c->c_dirty)
 		return 0;
 	uint64_t p = off / UM_PAGE, end = um_pgup(off + len) / UM_PAGE;
-	if (end > c->c_extent / UM_PAGE)
-		end = c->c_extent / UM_PAGE;
+	if (end > c->c_wext / UM_PAGE)
+		end = c->c_wext / UM_PAGE;
 	int err = 0;
 	while (p < end) {
 		uint8_t s = c->c_pstate[p];
@@ -115,7 +115,7 @@ int wb_range(struct um_cache *c, uint64_t off, uint64_t len)
 
 int wb_cache(struct um_cache *c)
 {
-	return wb_range(c, 0, c->c_extent);
+	return wb_range(c, 0, c->c_wext);
 }
 
 /* Write back every cache; free the ones no region maps any more. */
@@ -136,8 +136,8 @@ void wb_all(void)
 void evict_range(struct um_cache *c, uint64_t off, uint64_t len, bool clean_only)
 {
 	uint64_t p = off / UM_PAGE, end = um_pgup(off + len) / UM_PAGE;
-	if (end > c->c_extent / UM_PAGE)
-		end = c->c_extent / UM_PAGE;
+	if (end > c->c_wext / UM_PAGE)
+		end = c->c_wext / UM_PAGE;
 	while (p < end) {
 		uint8_t s = c->c_pstate[p];
 		if (!(s & PG_PRESENT) || (clean_only && (s & PG_DIRTY))) {
@@ -180,7 +180,7 @@ static bool chunk_locked(struct um_cache *c, uint64_t off, uint64_t len)
 static uint64_t sweep(struct um_cache *c, uint64_t want, uint64_t busy_off, uint64_t busy_len,
 		      struct um_cache *busy_c)
 {
-	uint64_t chunks = c->c_extent / (UM_EVICT_CHUNK * UM_PAGE), freed = 0;
+	uint64_t chunks = c->c_wext / (UM_EVICT_CHUNK * UM_PAGE), freed = 0;
 	if (!c->c_store || !chunks || !c->c_resident)
 		return 0;
 	for (uint64_t step = 0; step < 2 * chunks && freed < want; step++) {
