@@ -242,9 +242,20 @@ void cache_set_size(struct um_cache *c, uint64_t size)
 		cache_grow_window(c);
 		return;
 	}
+	uint64_t keep = um_pgup(size);
+	/* Truncation unmaps even private copies beyond the new end (the
+	 * kernel's truncate_pagecache); punching below only reaches pages of
+	 * the cache itself. */
+	for (size_t i = 0; i < um.nregions; i++) {
+		struct um_region *r = &um.regions[i];
+		uint64_t rend = r->r_off + (r->r_end - r->r_start);
+		if (r->r_cache != c || r->r_kind != UM_FILE_PRIVATE || rend <= keep)
+			continue;
+		uintptr_t from = keep > r->r_off ? r->r_start + (keep - r->r_off) : r->r_start;
+		sys_madvise((void *)from, r->r_end - from, MADV_DONTNEED);
+	}
 	if (size >= c->c_wext)
 		return;
-	uint64_t keep = um_pgup(size);
 	if (keep < c->c_wext)
 		evict_range(c, keep, c->c_wext - keep, false);
 	if (size < keep && (c->c_pstate[size / UM_PAGE] & PG_PRESENT))
