@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "compat.h"
@@ -88,8 +89,37 @@ static void defaults(void)
 static void at_exit(void)
 {
 	um_lock();
-	wb_all();
+	if (um.ready)
+		wb_all();
 	um_unlock();
+}
+
+/*
+ * fork(): the child has none of the engine's threads, its copies of the
+ * VMAs lost their userfaultfd registration, and the inherited userfaultfd
+ * still acts on the parent's address space.  Until caches are shared between
+ * processes, the child's engine stops: its file mappings are replaced by
+ * inaccessible memory (an access raises SIGSEGV instead of reading holes of
+ * the cache as zeros and corrupting the parent's pages), shared anonymous
+ * mappings keep working (the kernel fills them with zeros, as ummap would),
+ * and the um_* calls are the kernel's.  vfork and posix_spawn run no fork
+ * handlers and share the parent's memory, so they are unaffected.
+ */
+static void fork_prepare(void) { um_lock(); }
+static void fork_parent(void) { um_unlock(); }
+static void fork_child(void)
+{
+	for (size_t i = 0; i < um.nregions; i++) {
+		struct um_region *r = &um.regions[i];
+		if (r->r_kind == UM_FILE_SHARED || r->r_kind == UM_FILE_PRIVATE)
+			sys_mmap((void *)r->r_start, r->r_end - r->r_start, PROT_NONE,
+				 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	}
+	close(um.uffd);
+	um.uffd = -1;
+	um.ready = false;
+	um.init_err = ECHILD;
+	pthread_mutex_init(&um.lock, NULL);
 }
 
 /* Features ummap uses when the kernel has them. */
@@ -125,6 +155,7 @@ static int start(void)
 	if ((e = um_signal_install()) || (e = fault_start()) || (e = wb_start()))
 		return e;
 	atexit(at_exit);
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
 	return 0;
 }
 

@@ -285,3 +285,33 @@ Test(config, mapping_settings_and_stats)
 	cr_expect(um_stats((void *)16, &st) == -1 && errno == ENOMEM);
 	unlink(path);
 }
+
+/* Until caches are shared between processes, a forked child cannot use the
+ * parent's file mappings: it must get a clean SIGSEGV, never zeros, and
+ * never disturb the parent's cache.  Its own um_* calls go to the kernel. */
+Test(fork, child_cannot_corrupt_parent)
+{
+	int fd = make_file(65536, 8);
+	uint64_t *m = um_mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	m[0] = 42; /* dirty, not written back */
+	pid_t pid = fork();
+	if (pid == 0) {
+		uint64_t *k = um_mmap(NULL, 65536, PROT_READ, MAP_SHARED, fd, 0);
+		if (k == MAP_FAILED || k[1] != word(8, 8))
+			_exit(3);
+		(void)*(volatile uint64_t *)(m + 4096); /* absent page: must fault */
+		_exit(4);
+	}
+	int status;
+	waitpid(pid, &status, 0);
+	cr_expect(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV, "child status %x", status);
+	for (uint64_t i = 1; i < 8192; i++)
+		if (m[i] != word(i * 8, 8))
+			cr_assert_fail("parent's word %lu changed", i);
+	cr_expect(m[0] == 42);
+	cr_assert(um_munmap(m, 65536) == 0);
+	uint64_t v;
+	cr_assert(pread(fd, &v, 8, 0) == 8);
+	cr_expect(v == 42);
+	unlink(path);
+}
