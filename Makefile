@@ -28,7 +28,7 @@ EX_BIN  := $(EXAMPLES:examples/%.c=$(B)/examples/%)
 MAN3    := $(wildcard man/man3/*.3)
 MAN1    := $(wildcard man/man1/*.1)
 
-all: $(B)/libummap.so $(B)/libummap.a $(B)/ummap $(B)/ummap.pc
+all: $(B)/libummap.so $(B)/libummap.a $(B)/ummap
 
 $(B)/obj/%.o: src/%.c $(wildcard src/*.h) include/ummap.h | $(B)/obj
 	$(CC) $(CFLAGS) $(LIB_CFLAGS) -c -o $@ $<
@@ -43,9 +43,11 @@ $(B)/libummap.a: $(LIB_OBJ)
 $(B)/ummap: tools/ummap.c $(B)/libummap.a
 	$(CC) $(CFLAGS) -o $@ $< $(B)/libummap.a $(LDLIBS)
 
-$(B)/ummap.pc: ummap.pc.in
+# Made at install time, so it names the PREFIX of that install.
+$(B)/ummap.pc: ummap.pc.in FORCE
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	    -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+FORCE:
 
 $(B)/tests/%: tests/%.c $(TEST_LIB) $(wildcard tests/lib/*.h) $(B)/libummap.a | $(B)/tests
 	$(CC) $(CFLAGS) -Itests/lib -o $@ $< $(TEST_LIB) $(B)/libummap.a -lcriterion $(LDLIBS)
@@ -87,7 +89,7 @@ setup:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-install: all
+install: all $(B)/ummap.pc
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR) $(DESTDIR)$(BINDIR) \
 	  $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man1
 	install -m 644 $(B)/libummap.a $(DESTDIR)$(LIBDIR)/
@@ -103,5 +105,5 @@ install: all
 clean:
 	rm -rf build build-asan build-tsan
 
-.PHONY: all test sanitize tsan fuzz-long demo setup install clean
+.PHONY: all test sanitize tsan fuzz-long demo setup install clean FORCE
 .SECONDARY:
