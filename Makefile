@@ -16,7 +16,8 @@ VERSION := 0.1.0
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS  += -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -pthread -Iinclude $(SAN)
 LDLIBS  += -pthread
-LIB_CFLAGS := -fPIC -fvisibility=hidden
+# Exported symbols are fixed by src/libummap.map (um_* only).
+LIB_CFLAGS := -fPIC
 
 LIB_SRC := $(sort $(wildcard src/*.c))
 LIB_OBJ := $(LIB_SRC:src/%.c=$(B)/obj/%.o)
