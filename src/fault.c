@@ -39,6 +39,18 @@ static void wake(uintptr_t page)
 	ioctl(um.uffd, UFFDIO_WAKE, &r);
 }
 
+/*
+ * SIGBUS for the thread blocked on addr.  The queued signal normally wakes
+ * it; the explicit wake covers a thread sleeping where signals do not wake
+ * it: its retried access finds the signal pending (a user-mode access runs
+ * the handler first; a kernel-mode one fails with EFAULT).
+ */
+static void sigbus(pid_t tid, uintptr_t addr)
+{
+	um_signal_sigbus(tid, addr);
+	wake(um_pgdown(addr));
+}
+
 /* UFFDIO_CONTINUE over [start, end), skipping pages already mapped (a racing
  * fault on the same unit mapped them first). */
 static int map_run(uintptr_t start, uintptr_t end, uint64_t mode)
@@ -102,17 +114,16 @@ static void map_pages(struct um_region *r, uintptr_t start, uintptr_t end, uintp
 
 /*
  * First store to a clean page.  A run of first stores (a sequential writer)
- * gets a window of pages made writable and dirty at once, doubling up to the
- * fault size, as the kernel dirties a whole large folio; a lone store dirties
+ * gets a window of pages made writable and dirty at once, doubling up to
+ * UM_WP_WINDOW pages, as the kernel dirties a whole large folio; a lone store dirties
  * one page, so random writers do not write back more than they wrote.
  */
 static void on_wp_fault(struct um_region *r, uintptr_t page)
 {
 	struct um_cache *c = r->r_cache;
-	uint64_t fs = r->r_fault_size ? r->r_fault_size : um.cfg.fault_size;
 	uint64_t win = page == r->r_wp_next ? r->r_wp_win * 2 : 1;
-	if (win > fs / UM_PAGE)
-		win = fs / UM_PAGE;
+	if (win > UM_WP_WINDOW)
+		win = UM_WP_WINDOW;
 	uintptr_t end = page + win * UM_PAGE;
 	if (end > r->r_end)
 		end = r->r_end;
@@ -169,7 +180,7 @@ static bool read_error(struct um_cache *c, uint64_t off, uintptr_t addr, pid_t t
 		}
 		break;
 	}
-	um_signal_sigbus(tid, addr);
+	sigbus(tid, addr);
 	return false;
 }
 
@@ -198,13 +209,13 @@ static void on_fault(const struct uffd_msg *m)
 	if (c->c_store && off >= um_pgup(c->c_size)) {
 		cache_refresh_size(c);
 		if (off >= um_pgup(c->c_size)) {
-			um_signal_sigbus(tid, addr);
+			sigbus(tid, addr);
 			return;
 		}
 	}
 	if (off >= c->c_wext) {
 		/* Within the file but the cache could not grow to hold it. */
-		um_signal_sigbus(tid, addr);
+		sigbus(tid, addr);
 		return;
 	}
 	/* The fault unit, within the region and the file. */

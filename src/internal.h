@@ -49,6 +49,7 @@
 
 #define UM_PAGE 4096UL
 #define UM_PAGE_SHIFT 12
+#define UM_WP_WINDOW 64 /* most pages one write-protect fault dirties */
 #define UM_EVICT_CHUNK 64 /* pages punched together by the evictor: 256 KiB, so
 			    * one TLB shootdown frees a whole fault unit */
 

@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -100,5 +101,7 @@ void um_signal_sigbus(pid_t tid, uintptr_t addr)
 	si.si_pid = getpid();
 	si.si_uid = getuid();
 	si.si_value.sival_ptr = (void *)addr;
-	syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, si.si_signo, &si);
+	if (syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, si.si_signo, &si) < 0)
+		fprintf(stderr, "ummap: cannot signal thread %d of a fault at %p: %s\n", (int)tid,
+			(void *)addr, strerror(errno));
 }
