@@ -163,18 +163,25 @@ struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *
 	return c;
 }
 
+/* A shared anonymous object of exactly len bytes (as the kernel's shmem
+ * object for MAP_SHARED|MAP_ANONYMOUS: growing the mapping later does not
+ * grow it). */
 struct um_cache *cache_new_anon(uint64_t len, int *err)
 {
 	struct um_cache *c = cache_alloc(err);
 	if (!c)
 		return NULL;
-	int e = cache_extend(c, len);
+	int e = ftruncate(c->c_memfd, (off_t)len) < 0 ? -errno : 0;
+	if (!e) {
+		c->c_extent = len;
+		c->c_size = len;
+		e = cache_grow_window(c);
+	}
 	if (e) {
 		*err = -e;
 		cache_free(c);
 		return NULL;
 	}
-	c->c_size = len;
 	return c;
 }
 

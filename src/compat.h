@@ -28,6 +28,17 @@
 #ifndef UFFDIO_CONTINUE_MODE_WP
 #define UFFDIO_CONTINUE_MODE_WP ((__u64)1 << 1)
 #endif
+/* UFFDIO_POISON (Linux 6.6): the next access to the range fails as a
+ * hardware-poisoned page would (SIGBUS, or EFAULT inside a system call). */
+#ifndef UFFDIO_POISON
+#define _UFFDIO_POISON (0x08)
+struct uffdio_poison {
+	struct uffdio_range range;
+	__u64 mode;
+	__s64 updated;
+};
+#define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
+#endif
 /* /dev/userfaultfd (Linux 6.1) hands out userfaultfds without CAP_SYS_PTRACE. */
 #ifndef USERFAULTFD_IOC_NEW
 #define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)

@@ -99,7 +99,8 @@ void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offs
 		void *p = sys_mmap(addr, length, prot, flags, fd, offset);
 		if (p != MAP_FAILED && anon) {
 			struct um_region r = { .r_start = (uintptr_t)p, .r_end = (uintptr_t)p + um_pgup(length),
-					       .r_kind = UM_ANON_PRIVATE, .r_prot = prot, .r_ra_max = UINT64_MAX };
+					       .r_kind = UM_ANON_PRIVATE, .r_prot = prot, .r_maywrite = true,
+					       .r_ra_max = UINT64_MAX };
 			um_lock();
 			region_remove_range(r.r_start, r.r_end);
 			region_insert(&r);
@@ -378,7 +379,10 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 			r.r_end = ns + nlen;
 		if (r.r_start < r.r_end) {
 			r.r_ra_win = 0;
-			if (r.r_cache)
+			/* A file's cache grows with its mappings; a shared
+			 * anonymous object keeps its size, as shmem does, so
+			 * the grown part raises SIGBUS. */
+			if (r.r_cache && r.r_cache->c_store)
 				cache_extend(r.r_cache, r.r_off + (r.r_end - r.r_start));
 			/* Without UFFD_FEATURE_EVENT_REMAP the kernel drops the
 			 * registration (and write-protect bits) of moved pages:

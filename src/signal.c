@@ -13,15 +13,37 @@
  * with the kernel's siginfo, under the mask the kernel would set.  If that
  * handler returns, the access is retried and faults again, as with the
  * kernel.
+ *
+ * A fault taken inside a system call (a buffer beyond the end of file passed
+ * to write(2)) must instead fail the call with EFAULT and raise nothing.
+ * Such a fault cannot be told apart when it arrives, but it repeats at once:
+ * the kernel retries a kernel-mode fault without returning to user mode, so
+ * the thread faults again on the same page before running UM_SIGNAL's
+ * handler.  The fault thread then poisons the page (UFFDIO_POISON), which
+ * makes the copy fail with EFAULT, and marks the pending entry; the handler,
+ * when the call has returned, sees the mark, removes the poison and raises
+ * nothing.  The table of pending entries is shared with the handler through
+ * atomics (the handler cannot take locks).
  */
 #include <errno.h>
+#include <stdatomic.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "compat.h"
 #include "internal.h"
+
+#define PENDING 64
+static struct {
+	_Atomic pid_t tid;	   /* 0 = free */
+	_Atomic uintptr_t page;
+	_Atomic int poisoned;
+} pending[PENDING];
 
 int um_signal_no(void)
 {
@@ -45,6 +67,21 @@ static void on_um_signal(int sig, siginfo_t *info, void *uctx)
 {
 	int saved = errno;
 	ucontext_t *uc = uctx;
+	pid_t self = (pid_t)syscall(SYS_gettid);
+	for (int i = 0; i < PENDING; i++) {
+		if (atomic_load(&pending[i].tid) != self)
+			continue;
+		uintptr_t page = atomic_load(&pending[i].page);
+		int poisoned = atomic_load(&pending[i].poisoned);
+		atomic_store(&pending[i].tid, 0);
+		if (poisoned) {
+			/* The fault was inside a system call, which failed with
+			 * EFAULT: lift the poison, raise nothing. */
+			sys_madvise((void *)page, UM_PAGE, MADV_DONTNEED);
+			errno = saved;
+			return;
+		}
+	}
 	siginfo_t si;
 	memset(&si, 0, sizeof si);
 	si.si_signo = SIGBUS;
@@ -91,9 +128,30 @@ int um_signal_install(void)
 	return sigaction(um_signal_no(), &sa, NULL) < 0 ? -errno : 0;
 }
 
-/* From the fault thread: SIGBUS at addr in thread tid. */
+/* From the fault thread: SIGBUS at addr in thread tid (see above for a
+ * thread that faults again before the signal reached it). */
 void um_signal_sigbus(pid_t tid, uintptr_t addr)
 {
+	uintptr_t page = um_pgdown(addr);
+	int slot = -1;
+	for (int i = 0; i < PENDING; i++) {
+		pid_t t = atomic_load(&pending[i].tid);
+		if (t == tid && atomic_load(&pending[i].page) == page) {
+			struct uffdio_poison po = { .range = { page, UM_PAGE } };
+			if ((um.features & UFFD_FEATURE_POISON) && ioctl(um.uffd, UFFDIO_POISON, &po) == 0) {
+				atomic_store(&pending[i].poisoned, 1);
+				return;
+			}
+			return; /* no poison (before Linux 6.6): the call keeps retrying */
+		}
+		if (t == 0 && slot < 0)
+			slot = i;
+	}
+	if (slot >= 0) {
+		atomic_store(&pending[slot].page, page);
+		atomic_store(&pending[slot].poisoned, 0);
+		atomic_store(&pending[slot].tid, tid);
+	}
 	siginfo_t si;
 	memset(&si, 0, sizeof si);
 	si.si_signo = um_signal_no();
