@@ -53,36 +53,15 @@ static uint64_t eof_page(const struct um_region *r)
 	return um_pgup(r->r_cache->c_size);
 }
 
-/* How far from `start` the pages are all within the file, up to `end`:
- * populating further would fault beyond the end of file. */
-static uintptr_t populatable_end(uintptr_t start, uintptr_t end)
-{
-	um_lock();
-	for (size_t i = region_find(start); i < um.nregions && um.regions[i].r_start < end; i++) {
-		struct um_region *r = &um.regions[i];
-		if (r->r_cache)
-			cache_refresh_size(r->r_cache);
-		uint64_t eof = eof_page(r);
-		if (eof < r->r_off + (r->r_end - r->r_start)) {
-			uintptr_t lim = eof <= r->r_off ? r->r_start : r->r_start + (eof - r->r_off);
-			if (lim < end)
-				end = lim < start ? start : lim;
-			break;
-		}
-	}
-	um_unlock();
-	return end;
-}
-
-/* MAP_POPULATE: fault the mapping in through the fault thread, as far as the
- * file reaches; private writable mappings are populated for writing, like
- * the kernel's populate_vma_page_range does. */
+/* MAP_POPULATE: fault the mapping in through the fault thread; private
+ * writable mappings are populated for writing, like the kernel's
+ * populate_vma_page_range does.  Pages beyond the end of file stop it
+ * without a signal (see signal.c), as the kernel's populate stops there. */
 static void populate(void *p, size_t len, int prot, int flags)
 {
-	uintptr_t end = populatable_end((uintptr_t)p, (uintptr_t)p + len);
 	int adv = (!is_shared(flags) && (prot & PROT_WRITE)) ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
-	if (end > (uintptr_t)p && (prot & (PROT_READ | PROT_WRITE)))
-		sys_madvise(p, end - (uintptr_t)p, adv);
+	if (prot & (PROT_READ | PROT_WRITE))
+		sys_madvise(p, len, adv);
 }
 
 void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
@@ -309,13 +288,12 @@ int um_madvise(void *addr, size_t length, int advice)
 		return sys_madvise(addr, length, advice);
 	uintptr_t s = (uintptr_t)addr, e = s + um_pgup(length);
 	if (advice == MADV_POPULATE_READ || advice == MADV_POPULATE_WRITE) {
-		/* Faults go through the fault thread: no lock held.  Beyond the
-		 * end of file the kernel fails with EFAULT instead of SIGBUS. */
-		uintptr_t lim = (s & (UM_PAGE - 1)) ? e : populatable_end(s, e);
-		int rc = sys_madvise(addr, lim > s ? lim - s : 0, advice);
-		if (rc < 0 || lim >= e || !length)
-			return rc < 0 ? -1 : (lim > s || !length ? 0 : sys_madvise(addr, length, advice));
-		return fail(EFAULT);
+		/* Faults go through the fault thread: no lock held.  A page
+		 * beyond the end of file ends up poisoned (signal.c), where the
+		 * kernel's populate meets SIGBUS: both fail with EFAULT. */
+		if (sys_madvise(addr, length, advice) < 0)
+			return fail(errno == EHWPOISON ? EFAULT : errno);
+		return 0;
 	}
 	um_lock();
 	if (sys_madvise(addr, length, advice) < 0) {

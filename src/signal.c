@@ -137,12 +137,13 @@ void um_signal_sigbus(pid_t tid, uintptr_t addr)
 	for (int i = 0; i < PENDING; i++) {
 		pid_t t = atomic_load(&pending[i].tid);
 		if (t == tid && atomic_load(&pending[i].page) == page) {
+			/* Marked before poisoning: the poison wakes the thread,
+			 * whose call may return and run the handler at once. */
 			struct uffdio_poison po = { .range = { page, UM_PAGE } };
-			if ((um.features & UFFD_FEATURE_POISON) && ioctl(um.uffd, UFFDIO_POISON, &po) == 0) {
-				atomic_store(&pending[i].poisoned, 1);
-				return;
-			}
-			return; /* no poison (before Linux 6.6): the call keeps retrying */
+			atomic_store(&pending[i].poisoned, 1);
+			if (!(um.features & UFFD_FEATURE_POISON) || ioctl(um.uffd, UFFDIO_POISON, &po) < 0)
+				atomic_store(&pending[i].poisoned, 0); /* before Linux 6.6: retries */
+			return;
 		}
 		if (t == 0 && slot < 0)
 			slot = i;
