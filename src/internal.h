@@ -160,6 +160,7 @@ uint64_t um_parse_size(const char *s);
 /* region.c: the sorted region map. */
 size_t region_find(uintptr_t addr); /* index of first region with end > addr */
 struct um_region *region_at(uintptr_t addr);
+int region_reserve(size_t n); /* room for n regions, 0 or -ENOMEM */
 int region_insert(const struct um_region *r);
 int region_remove_range(uintptr_t start, uintptr_t end); /* 0 or -errno of writeback */
 int region_split_at(uintptr_t addr);

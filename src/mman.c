@@ -18,6 +18,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -323,27 +325,33 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 	if (um_init())
 		return sys_mremap(old_address, old_size, new_size, flags, new_address);
 	um_lock();
+	/* The regions that will move (or, for old_size 0, be duplicated), and
+	 * room for the new ones, are taken before the kernel moves anything:
+	 * an allocation afterwards could land in the range just vacated, which
+	 * must stay unmapped as with the kernel. */
+	uintptr_t os = (uintptr_t)old_address, oe = os + (old_size ? um_pgup(old_size) : UM_PAGE);
+	size_t first = region_find(os), n = 0;
+	while (first + n < um.nregions && um.regions[first + n].r_start < oe)
+		n++;
+	struct um_region *moved = malloc((n ? n : 1) * sizeof *moved);
+	if (!moved || region_reserve(um.nregions + n + 4)) {
+		free(moved);
+		um_unlock();
+		return fail_ptr(ENOMEM);
+	}
+	memcpy(moved, &um.regions[first], n * sizeof *moved);
 	void *p = sys_mremap(old_address, old_size, new_size, flags, new_address);
 	if (p == MAP_FAILED) {
 		int e = errno;
+		free(moved);
 		um_unlock();
 		return fail_ptr(e);
 	}
-	uintptr_t os = (uintptr_t)old_address, oe = os + um_pgup(old_size), ns = (uintptr_t)p;
+	uintptr_t ns = (uintptr_t)p;
 	uint64_t nlen = um_pgup(new_size);
-	/* The old range lies in one VMA (the kernel checked): its regions move
-	 * (or, for old_size 0, are duplicated) to p. */
-	size_t first = region_find(os), n = 0;
-	if (old_size == 0)
-		oe = os + UM_PAGE;
-	while (first + n < um.nregions && um.regions[first + n].r_start < oe)
-		n++;
-	struct um_region moved[n ? n : 1];
-	for (size_t i = 0; i < n; i++) {
-		moved[i] = um.regions[first + i];
+	for (size_t i = 0; i < n; i++)
 		if (moved[i].r_cache)
 			moved[i].r_cache->c_refs++; /* held across the move */
-	}
 	if (old_size && !(flags & MREMAP_DONTUNMAP))
 		region_remove_range(os, oe);
 	region_remove_range(ns, ns + nlen);
@@ -374,6 +382,7 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 		if (moved[i].r_cache)
 			cache_put(moved[i].r_cache);
 	}
+	free(moved);
 	um_unlock();
 	return p;
 }

@@ -42,7 +42,7 @@ struct um_region *region_at(uintptr_t addr)
 	return NULL;
 }
 
-static int reserve(size_t n)
+int region_reserve(size_t n)
 {
 	if (n <= um.cap)
 		return 0;
@@ -59,7 +59,7 @@ static int reserve(size_t n)
 
 int region_insert(const struct um_region *r)
 {
-	if (reserve(um.nregions + 1))
+	if (region_reserve(um.nregions + 1))
 		return -ENOMEM;
 	size_t i = region_find(r->r_start);
 	memmove(&um.regions[i + 1], &um.regions[i], (um.nregions - i) * sizeof *r);
@@ -78,7 +78,7 @@ int region_split_at(uintptr_t addr)
 	size_t i = region_find(addr);
 	if (i >= um.nregions || um.regions[i].r_start >= addr)
 		return 0;
-	if (reserve(um.nregions + 1))
+	if (region_reserve(um.nregions + 1))
 		return -ENOMEM;
 	struct um_region *r = &um.regions[i];
 	memmove(r + 1, r, (um.nregions - i) * sizeof *r);

@@ -353,18 +353,23 @@ char *diff_map_kind(struct diff_log *log, int line, const struct mm_ops *o,
 void diff_read(struct diff_log *log, int line, const char *text,
 	       const void *p, size_t len)
 {
-	uint8_t stackbuf[4096] = { 0 };
-	uint8_t *buf = len <= sizeof stackbuf ? stackbuf : malloc(len);
-	if (!buf) {
-		diff_log_harness(log, line, "malloc(%zu) failed", len);
-		return;
+	/* One buffer kept for the whole run: a read that faults leaves by
+	 * siglongjmp, which must not leak what it was reading into. */
+	static uint8_t *buf;
+	static size_t cap;
+	if (len > cap) {
+		uint8_t *nb = realloc(buf, len);
+		if (!nb) {
+			diff_log_harness(log, line, "malloc(%zu) failed", len);
+			return;
+		}
+		buf = nb;
+		cap = len;
 	}
 	const volatile uint8_t *v = p;
 	for (size_t i = 0; i < len; i++)
 		buf[i] = v[i];
 	diff_log_bytes(log, DK_MEM, line, text, 0, 0, buf, len);
-	if (buf != stackbuf)
-		free(buf);
 }
 
 static void wrote(struct diff_log *log, int line, const char *text,
