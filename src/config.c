@@ -127,8 +127,7 @@ static void fork_child(void)
 
 /* Features ummap uses when the kernel has them. */
 #define UM_WANT (UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_THREAD_ID | \
-		 UFFD_FEATURE_EXACT_ADDRESS | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED | \
-		 UFFD_FEATURE_POISON)
+		 UFFD_FEATURE_EXACT_ADDRESS | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_POISON)
 
 static int start(void)
 {
@@ -151,8 +150,7 @@ static int start(void)
 		return e;
 	/* Write-protect tracking of shmem needs UFFDIO_CONTINUE_MODE_WP (Linux
 	 * 6.3), which has no feature bit; WP_UNPOPULATED came in 6.4. */
-	um.wp = (um.features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM) &&
-		(um.features & UFFD_FEATURE_WP_UNPOPULATED);
+	um.wp = (um.features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM) && (offered & UFFD_FEATURE_WP_UNPOPULATED);
 	um.inotify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (um.inotify < 0)
 		return -errno;

@@ -128,6 +128,25 @@ int um_signal_install(void)
 	return sigaction(um_signal_no(), &sa, NULL) < 0 ? -errno : 0;
 }
 
+/* Poison one page.  A page evicted or truncated while write-protected
+ * keeps a uffd-wp marker in its page table entry, which UFFDIO_POISON
+ * refuses (EEXIST): lifting the protection clears the marker. */
+static int poison(uintptr_t page)
+{
+	if (!(um.features & UFFD_FEATURE_POISON))
+		return -1;
+	for (int tries = 0; tries < 2; tries++) {
+		struct uffdio_poison po = { .range = { page, UM_PAGE } };
+		if (ioctl(um.uffd, UFFDIO_POISON, &po) == 0)
+			return 0;
+		if (errno != EEXIST)
+			return -1;
+		struct uffdio_writeprotect wp = { .range = { page, UM_PAGE }, .mode = UFFDIO_WRITEPROTECT_MODE_DONTWAKE };
+		ioctl(um.uffd, UFFDIO_WRITEPROTECT, &wp);
+	}
+	return -1;
+}
+
 /* From the fault thread: SIGBUS at addr in thread tid (see above for a
  * thread that faults again before the signal reached it). */
 void um_signal_sigbus(pid_t tid, uintptr_t addr)
@@ -139,9 +158,8 @@ void um_signal_sigbus(pid_t tid, uintptr_t addr)
 		if (t == tid && atomic_load(&pending[i].page) == page) {
 			/* Marked before poisoning: the poison wakes the thread,
 			 * whose call may return and run the handler at once. */
-			struct uffdio_poison po = { .range = { page, UM_PAGE } };
 			atomic_store(&pending[i].poisoned, 1);
-			if (!(um.features & UFFD_FEATURE_POISON) || ioctl(um.uffd, UFFDIO_POISON, &po) < 0)
+			if (poison(page) < 0)
 				atomic_store(&pending[i].poisoned, 0); /* before Linux 6.6: retries */
 			return;
 		}
