@@ -250,6 +250,12 @@ void cache_set_size(struct um_cache *c, uint64_t size)
 	uint64_t old = c->c_size;
 	c->c_size = size;
 	if (size >= old) {
+		/* Bytes stored past the old end, in its last page, are not
+		 * file data: the file grows with zeros there, as the kernel
+		 * zeroes the exposed part of its end-of-file folio. */
+		uint64_t tail = um_pgup(old) < size ? um_pgup(old) : size;
+		if (old < tail && old < c->c_wext && (c->c_pstate[old / UM_PAGE] & PG_PRESENT))
+			memset(c->c_win + old, 0, tail - old);
 		/* If the window cannot grow, faults beyond it raise SIGBUS. */
 		cache_grow_window(c);
 		return;

@@ -63,11 +63,34 @@ static void die_sigbus(void)
 	syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), SIGBUS);
 }
 
+/*
+ * Was the thread returning from a system call when UM_SIGNAL arrived (as
+ * opposed to re-running a faulting load or store)?  Some kernel paths give
+ * up on a fault after one try (a page-pinning call seeing the pending
+ * signal) instead of retrying into the poison; the instruction at, or just
+ * before, the interrupted address is then `syscall` (0f 05, at the address
+ * itself when the call is to be restarted).
+ */
+static bool interrupted_syscall(const ucontext_t *uc)
+{
+#if defined(__x86_64__)
+	uintptr_t ip = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+	if ((ip & (UM_PAGE - 1)) < 2 || (ip & (UM_PAGE - 1)) > UM_PAGE - 2)
+		return false;
+	const uint8_t *b = (const uint8_t *)ip;
+	return (b[-2] == 0x0f && b[-1] == 0x05) || (b[0] == 0x0f && b[1] == 0x05);
+#else
+	(void)uc;
+	return false;
+#endif
+}
+
 static void on_um_signal(int sig, siginfo_t *info, void *uctx)
 {
 	int saved = errno;
 	ucontext_t *uc = uctx;
 	pid_t self = (pid_t)syscall(SYS_gettid);
+	bool in_call = interrupted_syscall(uc);
 	for (int i = 0; i < PENDING; i++) {
 		if (atomic_load(&pending[i].tid) != self)
 			continue;
@@ -75,12 +98,16 @@ static void on_um_signal(int sig, siginfo_t *info, void *uctx)
 		int poisoned = atomic_load(&pending[i].poisoned);
 		atomic_store(&pending[i].tid, 0);
 		if (poisoned) {
-			/* The fault was inside a system call, which failed with
-			 * EFAULT: lift the poison, raise nothing. */
+			/* Lift the poison: a later access faults afresh. */
 			sys_madvise((void *)page, UM_PAGE, MADV_DONTNEED);
-			errno = saved;
-			return;
+			in_call = true;
 		}
+	}
+	if (in_call) {
+		/* The fault was inside a system call, which has failed with
+		 * EFAULT (or returned early): the kernel raises nothing. */
+		errno = saved;
+		return;
 	}
 	siginfo_t si;
 	memset(&si, 0, sizeof si);
