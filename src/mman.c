@@ -177,22 +177,30 @@ int um_munmap(void *addr, size_t length)
 	return 0;
 }
 
+/*
+ * The memfd is writable, so the kernel would allow on ummap's VMA what it
+ * refuses on a shared mapping of a file opened read-only (PROT_WRITE,
+ * MADV_REMOVE).  The address of the first such region in [s, e), or 0: the
+ * call is then made up to there and fails with EACCES, as the kernel's walk
+ * over the VMAs would.
+ */
+static uintptr_t first_readonly_shared(uintptr_t s, uintptr_t e)
+{
+	if (s & (UM_PAGE - 1))
+		return 0; /* EINVAL comes first */
+	for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < e; i++)
+		if (!um.regions[i].r_maywrite)
+			return um.regions[i].r_start > s ? um.regions[i].r_start : s;
+	return 0;
+}
+
 int um_mprotect(void *addr, size_t length, int prot)
 {
 	if (um_init())
 		return sys_mprotect(addr, length, prot);
 	uintptr_t s = (uintptr_t)addr, e = s + um_pgup(length);
 	um_lock();
-	/* The memfd is writable, so the kernel would allow PROT_WRITE on a
-	 * shared mapping of a read-only file: refuse it where the kernel's walk
-	 * would, after changing what comes before, as the kernel does. */
-	uintptr_t deny = 0;
-	if ((prot & PROT_WRITE) && !(s & (UM_PAGE - 1)))
-		for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < e; i++)
-			if (!um.regions[i].r_maywrite) {
-				deny = um.regions[i].r_start > s ? um.regions[i].r_start : s;
-				break;
-			}
+	uintptr_t deny = (prot & PROT_WRITE) ? first_readonly_shared(s, e) : 0;
 	int rc = deny ? (deny > s ? sys_mprotect(addr, deny - s, prot) : 0) : sys_mprotect(addr, length, prot);
 	int err = rc < 0 ? errno : deny ? EACCES : 0;
 	uintptr_t done = deny ? (rc < 0 ? s : deny) : (rc < 0 ? s : e);
@@ -298,7 +306,10 @@ int um_madvise(void *addr, size_t length, int advice)
 		return 0;
 	}
 	um_lock();
-	if (sys_madvise(addr, length, advice) < 0) {
+	uintptr_t deny = advice == MADV_REMOVE ? first_readonly_shared(s, e) : 0;
+	if (deny)
+		e = deny;
+	if ((!deny || deny > s) && sys_madvise(addr, deny ? deny - s : length, advice) < 0) {
 		int err = errno;
 		um_unlock();
 		return fail(err);
@@ -310,7 +321,7 @@ int um_madvise(void *addr, size_t length, int advice)
 			advise_region(r, r->r_start > s ? r->r_start : s, r->r_end < e ? r->r_end : e, advice);
 		}
 	um_unlock();
-	return 0;
+	return deny ? fail(EACCES) : 0;
 }
 
 void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, ...)
