@@ -250,12 +250,6 @@ void cache_set_size(struct um_cache *c, uint64_t size)
 	uint64_t old = c->c_size;
 	c->c_size = size;
 	if (size >= old) {
-		/* Bytes stored past the old end, in its last page, are not
-		 * file data: the file grows with zeros there, as the kernel
-		 * zeroes the exposed part of its end-of-file folio. */
-		uint64_t tail = um_pgup(old) < size ? um_pgup(old) : size;
-		if (old < tail && old < c->c_wext && (c->c_pstate[old / UM_PAGE] & PG_PRESENT))
-			memset(c->c_win + old, 0, tail - old);
 		/* If the window cannot grow, faults beyond it raise SIGBUS. */
 		cache_grow_window(c);
 		return;
@@ -278,6 +272,22 @@ void cache_set_size(struct um_cache *c, uint64_t size)
 		evict_range(c, keep, c->c_wext - keep, false);
 	if (size < keep && (c->c_pstate[size / UM_PAGE] & PG_PRESENT))
 		memset(c->c_win + size, 0, keep - size);
+}
+
+/*
+ * The file grows to `size` through um_ftruncate: bytes stored past the old
+ * end, in its last page, are not file data, and the file grows with zeros
+ * there, as the kernel zeroes the exposed part of its end-of-file folio.
+ * (Only here: a growth seen later, by inotify or a fault, may follow stores
+ * made after it, which must stay.)
+ */
+void cache_grow_to(struct um_cache *c, uint64_t size)
+{
+	uint64_t old = c->c_size;
+	uint64_t tail = um_pgup(old) < size ? um_pgup(old) : size;
+	if (old < tail && old < c->c_wext && (c->c_pstate[old / UM_PAGE] & PG_PRESENT))
+		memset(c->c_win + old, 0, tail - old);
+	cache_set_size(c, size);
 }
 
 /* Re-read the file's size from the store (after inotify says it changed,

@@ -174,6 +174,7 @@ void cache_free(struct um_cache *c);
 int cache_extend(struct um_cache *c, uint64_t end);
 int cache_fill(struct um_cache *c, uint64_t off, uint64_t len);
 void cache_set_size(struct um_cache *c, uint64_t size);
+void cache_grow_to(struct um_cache *c, uint64_t size);
 int cache_refresh_size(struct um_cache *c);
 struct um_cache *cache_by_wd(int wd);
 struct um_cache *cache_by_file(dev_t dev, ino_t ino);

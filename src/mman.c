@@ -186,8 +186,8 @@ int um_munmap(void *addr, size_t length)
  */
 static uintptr_t first_readonly_shared(uintptr_t s, uintptr_t e)
 {
-	if (s & (UM_PAGE - 1))
-		return 0; /* EINVAL comes first */
+	if ((s & (UM_PAGE - 1)) || s >= e)
+		return 0; /* EINVAL, or nothing to do, comes first */
 	for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < e; i++)
 		if (!um.regions[i].r_maywrite)
 			return um.regions[i].r_start > s ? um.regions[i].r_start : s;
@@ -407,7 +407,9 @@ int um_ftruncate(int fd, off_t length)
 		return 0;
 	um_lock();
 	struct um_cache *c = cache_by_file(st.st_dev, st.st_ino);
-	if (c)
+	if (c && (uint64_t)st.st_size > c->c_size)
+		cache_grow_to(c, (uint64_t)st.st_size);
+	else if (c)
 		cache_set_size(c, (uint64_t)st.st_size);
 	um_unlock();
 	return 0;
