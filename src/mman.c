@@ -140,9 +140,11 @@ void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offs
 		goto undo_cache;
 	um_unlock();
 
+	/* mlock populates the range as MAP_LOCKED does, and leaves the plain
+	 * VM_LOCKED the kernel's MAP_LOCKED would (not VM_LOCKONFAULT). */
 	if (flags & MAP_LOCKED)
-		mlock2(p, len, MLOCK_ONFAULT);
-	if (flags & (MAP_POPULATE | MAP_LOCKED))
+		mlock(p, len);
+	else if (flags & MAP_POPULATE)
 		populate(p, len, prot, flags);
 	return p;
 

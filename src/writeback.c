@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <string.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -74,6 +75,12 @@ static int wb_run(struct um_cache *c, uint64_t p, uint64_t q)
 		c->c_wb_seq++;
 		return (int)n;
 	}
+	/* Like the kernel's writeback of the page that straddles the end of
+	 * file (ext4_bio_write_folio, block_write_full_folio), zero what lies
+	 * beyond the end in it: stores there are not file data. */
+	uint64_t eofpg = um_pgup(c->c_size);
+	if (c->c_size > off && c->c_size < off + len && c->c_size < eofpg)
+		memset(c->c_win + c->c_size, 0, eofpg - c->c_size);
 	c->c_st.bytes_written += (uint64_t)n;
 	um.st.bytes_written += (uint64_t)n;
 	c->c_st.writebacks += q - p;
