@@ -93,6 +93,10 @@ int wb_range(struct um_cache *c, uint64_t off, uint64_t len)
 {
 	if (!c->c_store || !c->c_dirty)
 		return 0;
+	/* What reaches the file is clipped at its end: that end must be the
+	 * file's now, not the one last seen (a write(2) may have grown it,
+	 * and the stores beyond the old end are then file data). */
+	cache_refresh_size(c);
 	uint64_t p = off / UM_PAGE, end = um_pgup(off + len) / UM_PAGE;
 	if (end > c->c_wext / UM_PAGE)
 		end = c->c_wext / UM_PAGE;
