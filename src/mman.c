@@ -143,7 +143,7 @@ void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offs
 	/* mlock populates the range as MAP_LOCKED does, and leaves the plain
 	 * VM_LOCKED the kernel's MAP_LOCKED would (not VM_LOCKONFAULT). */
 	if (flags & MAP_LOCKED)
-		mlock(p, len);
+		sys_mlock(p, len);
 	else if (flags & MAP_POPULATE)
 		populate(p, len, prot, flags);
 	return p;
