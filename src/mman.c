@@ -196,6 +196,25 @@ static uintptr_t first_readonly_shared(uintptr_t s, uintptr_t e)
 	return 0;
 }
 
+/* The first region of [s, e) on which the kernel's MADV_REMOVE stops, and
+ * its errno, in madvise_remove's order: locked or anonymous private (no
+ * file: EINVAL), then not shared-writable (private file mappings, shared
+ * mappings of a file opened read-only: EACCES). */
+static uintptr_t first_refusing_remove(uintptr_t s, uintptr_t e, int *err)
+{
+	if ((s & (UM_PAGE - 1)) || s >= e)
+		return 0;
+	for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < e; i++) {
+		struct um_region *r = &um.regions[i];
+		bool shared = r->r_kind == UM_FILE_SHARED || r->r_kind == UM_ANON_SHARED;
+		if (!shared || r->r_locked || !r->r_maywrite) {
+			*err = r->r_locked || r->r_kind == UM_ANON_PRIVATE ? EINVAL : EACCES;
+			return r->r_start > s ? r->r_start : s;
+		}
+	}
+	return 0;
+}
+
 int um_mprotect(void *addr, size_t length, int prot)
 {
 	if (um_init())
@@ -308,13 +327,19 @@ int um_madvise(void *addr, size_t length, int advice)
 		return 0;
 	}
 	um_lock();
-	uintptr_t deny = advice == MADV_REMOVE ? first_readonly_shared(s, e) : 0;
+	/* MADV_REMOVE applies VMA by VMA until one refuses it (the kernel's
+	 * walk), so ummap does its part on that prefix too, and the refusal
+	 * (or a hole's ENOMEM) is returned after. */
+	int deny_err = 0;
+	uintptr_t deny = advice == MADV_REMOVE ? first_refusing_remove(s, e, &deny_err) : 0;
 	if (deny)
 		e = deny;
-	if ((!deny || deny > s) && sys_madvise(addr, deny ? deny - s : length, advice) < 0) {
-		int err = errno;
+	int kerr = 0;
+	if ((!deny || deny > s) && sys_madvise(addr, deny ? deny - s : length, advice) < 0)
+		kerr = errno;
+	if (kerr && !(advice == MADV_REMOVE && kerr == ENOMEM)) {
 		um_unlock();
-		return fail(err);
+		return fail(kerr);
 	}
 	bool split = advice == MADV_NORMAL || advice == MADV_RANDOM || advice == MADV_SEQUENTIAL;
 	if (!split || (!region_split_at(s) && !region_split_at(e)))
@@ -323,7 +348,7 @@ int um_madvise(void *addr, size_t length, int advice)
 			advise_region(r, r->r_start > s ? r->r_start : s, r->r_end < e ? r->r_end : e, advice);
 		}
 	um_unlock();
-	return deny ? fail(EACCES) : 0;
+	return deny ? fail(deny_err) : kerr ? fail(kerr) : 0;
 }
 
 void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, ...)
