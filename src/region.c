@@ -98,6 +98,38 @@ int region_split_at(uintptr_t addr)
  * what was stored through shared ones (the kernel would have it in its page
  * cache already) and releases their caches (the last release frees one).
  * Returns 0 or the first writeback -errno. */
+/*
+ * Drop the clean cached pages of [off, off+len) of cache c that no region
+ * maps any more.  Nothing keeps them coherent with write(2) to the file
+ * while unmapped (ummap does not see it), so the next mapping reads them
+ * afresh instead of seeing stale data.
+ */
+static void drop_unmapped(struct um_cache *c, uint64_t off, uint64_t len)
+{
+	uint64_t end = off + len;
+	while (off < end) {
+		/* The next stretch from off that no region of c maps. */
+		uint64_t stop = end;
+		bool covered = false;
+		for (size_t i = 0; i < um.nregions && !covered; i++) {
+			struct um_region *r = &um.regions[i];
+			uint64_t ro = r->r_off, re = r->r_off + (r->r_end - r->r_start);
+			if (r->r_cache != c || re <= off || ro >= stop)
+				continue;
+			if (ro <= off) {
+				covered = true;
+				off = re;
+			} else {
+				stop = ro;
+			}
+		}
+		if (!covered) {
+			evict_range(c, off, stop - off, true);
+			off = stop;
+		}
+	}
+}
+
 int region_remove_range(uintptr_t start, uintptr_t end)
 {
 	int err = 0;
@@ -122,16 +154,21 @@ int region_remove_range(uintptr_t start, uintptr_t end)
 			j++;
 			continue;
 		}
-		if (r->r_cache) {
+		struct um_cache *c = r->r_cache;
+		if (c) {
 			int e = 0;
 			if (r->r_kind == UM_FILE_SHARED)
-				e = wb_range(r->r_cache, r->r_off, r->r_end - r->r_start);
+				e = wb_range(c, r->r_off, r->r_end - r->r_start);
 			if (e && !err)
 				err = e;
-			r->r_cache->c_locked -= r->r_locked;
-			e = cache_put(r->r_cache);
+			c->c_locked -= r->r_locked;
+			r->r_cache = NULL; /* no longer maps c, for drop_unmapped */
+			bool last = c->c_refs == 1;
+			e = cache_put(c);
 			if (e && !err)
 				err = e;
+			if (!last && c->c_store)
+				drop_unmapped(c, r->r_off, r->r_end - r->r_start);
 		}
 		j++;
 	}
