@@ -427,13 +427,20 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 
 int um_ftruncate(int fd, off_t length)
 {
-	if (ftruncate(fd, length) < 0)
-		return -1;
 	struct stat st;
 	if (!um.ready || fstat(fd, &st) < 0)
-		return 0;
+		return ftruncate(fd, length);
+	/* The size before, as the file has it now (a write(2) may have
+	 * changed it unseen): the tail to zero on growth starts there. */
 	um_lock();
 	struct um_cache *c = cache_by_file(st.st_dev, st.st_ino);
+	if (c)
+		cache_refresh_size(c);
+	um_unlock();
+	if (ftruncate(fd, length) < 0 || fstat(fd, &st) < 0)
+		return -1;
+	um_lock();
+	c = cache_by_file(st.st_dev, st.st_ino);
 	if (c && (uint64_t)st.st_size > c->c_size)
 		cache_grow_to(c, (uint64_t)st.st_size);
 	else if (c)
