@@ -196,7 +196,7 @@ int um_configure(const struct um_config *cfg)
 	if (cfg->readahead_max)
 		um.cfg.readahead_max = cfg->readahead_max;
 	if (cfg->writeback_ms)
-		um.cfg.writeback_ms = cfg->writeback_ms;
+		__atomic_store_n(&um.cfg.writeback_ms, cfg->writeback_ms, __ATOMIC_RELAXED);
 	um_unlock();
 	if (um.ready)
 		wb_kick(); /* a shorter interval takes effect now */

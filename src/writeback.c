@@ -265,7 +265,8 @@ static void *wb_thread(void *arg)
 {
 	for (;;) {
 		struct pollfd pfd = { .fd = um.wake_fd, .events = POLLIN };
-		uint64_t ms = um.cfg.writeback_ms / 2;
+		/* um_configure may change it under the lock meanwhile. */
+		uint64_t ms = __atomic_load_n(&um.cfg.writeback_ms, __ATOMIC_RELAXED) / 2;
 		int n = poll(&pfd, 1, ms > INT32_MAX ? INT32_MAX : (int)(ms ? ms : 1));
 		if (n > 0) {
 			uint64_t v;
