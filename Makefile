@@ -84,7 +84,7 @@ demo: all
 # Debian packages the build, the tests and the benchmarks need.
 setup:
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	pkgs="build-essential clang pkg-config libcriterion-dev liburing-dev gnuplot-nox"; \
+	pkgs="build-essential clang pkg-config libcriterion-dev"; \
 	missing=$$(for p in $$pkgs; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing: $$missing"; \
