@@ -71,10 +71,33 @@ static int map_run(uintptr_t start, uintptr_t end, uint64_t mode)
 	return 0;
 }
 
+/* Mark page p of cache c dirty (I2), keeping c_dirty in step. */
+static void set_dirty(struct um_cache *c, uint64_t p)
+{
+	if (!(c->c_pstate[p] & PG_DIRTY)) {
+		c->c_pstate[p] |= PG_DIRTY;
+		c->c_dirty += UM_PAGE;
+	}
+}
+
 /*
- * Map the present pages of region r between addresses [start, end).  Pages
- * of shared file regions go in write-protected unless dirty; `wpage` (the
- * page written by a write fault, or 0) goes in writable and is marked dirty.
+ * Page p of region r is about to be mapped (`written`: by a write fault):
+ * mark it dirty if it will be writable without a write-protect fault, and
+ * return the UFFDIO_CONTINUE mode it goes in with: write-protected while
+ * clean in a region that tracks writes.
+ */
+static uint64_t prepare_page(struct um_region *r, uint64_t p, bool written)
+{
+	struct um_cache *c = r->r_cache;
+	if (r->r_kind == UM_FILE_SHARED && (written || (!um.wp && r->r_maywrite)))
+		set_dirty(c, p);
+	return (r->r_wp && !(c->c_pstate[p] & PG_DIRTY)) ? UFFDIO_CONTINUE_MODE_WP : 0;
+}
+
+/*
+ * Map the present pages of region r between addresses [start, end), in
+ * runs of one mode.  `wpage` (the page written by a write fault, or 0) goes
+ * in writable and dirty.
  */
 static void map_pages(struct um_region *r, uintptr_t start, uintptr_t end, uintptr_t wpage)
 {
@@ -86,24 +109,11 @@ static void map_pages(struct um_region *r, uintptr_t start, uintptr_t end, uintp
 			a += UM_PAGE;
 			continue;
 		}
-		bool mark = r->r_kind == UM_FILE_SHARED && (a == wpage || (!um.wp && r->r_maywrite));
-		if (mark && !(c->c_pstate[p] & PG_DIRTY)) {
-			c->c_pstate[p] |= PG_DIRTY;
-			c->c_dirty += UM_PAGE;
-		}
-		uint64_t mode = (r->r_wp && !(c->c_pstate[p] & PG_DIRTY)) ? UFFDIO_CONTINUE_MODE_WP : 0;
+		uint64_t mode = prepare_page(r, p, a == wpage);
 		uintptr_t b = a + UM_PAGE;
-		while (b < end) {
+		while (b < end && b != wpage) {
 			uint64_t q = (r->r_off + (b - r->r_start)) / UM_PAGE;
-			uint8_t s = c->c_pstate[q];
-			if (!(s & PG_PRESENT) || b == wpage)
-				break;
-			if (r->r_kind == UM_FILE_SHARED && !um.wp && r->r_maywrite && !(s & PG_DIRTY)) {
-				c->c_pstate[q] |= PG_DIRTY;
-				c->c_dirty += UM_PAGE;
-				s |= PG_DIRTY;
-			}
-			if (((r->r_wp && !(s & PG_DIRTY)) ? UFFDIO_CONTINUE_MODE_WP : 0) != mode)
+			if (!(c->c_pstate[q] & PG_PRESENT) || prepare_page(r, q, false) != mode)
 				break;
 			b += UM_PAGE;
 		}
@@ -135,10 +145,7 @@ static void on_wp_fault(struct um_region *r, uintptr_t page)
 			end = a; /* not mapped here: the run stops */
 			break;
 		}
-		if (!(c->c_pstate[p] & PG_DIRTY)) {
-			c->c_pstate[p] |= PG_DIRTY;
-			c->c_dirty += UM_PAGE;
-		}
+		set_dirty(c, p);
 	}
 	r->r_wp_win = (end - page) / UM_PAGE;
 	r->r_wp_next = end;
