@@ -183,6 +183,11 @@ void um_signal_sigbus(pid_t tid, uintptr_t addr)
 	for (int i = 0; i < PENDING; i++) {
 		pid_t t = atomic_load(&pending[i].tid);
 		if (t == tid && atomic_load(&pending[i].page) == page) {
+			/* A thread spinning on a kernel-mode fault queues many
+			 * messages; those read before the poison was in place
+			 * arrive after it: the page is poisoned already. */
+			if (atomic_load(&pending[i].poisoned))
+				return;
 			/* Marked before poisoning: the poison wakes the thread,
 			 * whose call may return and run the handler at once. */
 			atomic_store(&pending[i].poisoned, 1);

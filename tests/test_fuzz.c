@@ -1528,7 +1528,10 @@ static void exec_mremap(struct side *S, const struct op *o)
 		case MRB_NEW0: ns = 0; break;
 		case MRB_FIXED_NO_MAYMOVE: flags = MREMAP_FIXED; na = wb; break;
 		case MRB_BADFLAG: flags |= 0x100; break;
-		case MRB_HUGE_OLD: os = (uint64_t)1 << 40; break;
+		/* Beyond the address space wherever the window is: a shrink
+		 * within it would unmap everything above (ASLR places windows
+		 * anywhere in a 1 TiB range). */
+		case MRB_HUGE_OLD: os = (uint64_t)1 << 47; break;
 		default: flags = MREMAP_DONTUNMAP; ns = os; break;
 		}
 		break;
@@ -2437,10 +2440,13 @@ Test(fuzz, differential)
 			snprintf(sb, sizeof sb, "killed by signal %d", WTERMSIG(status[i]));
 		else if (!hung[i] && WIFEXITED(status[i]) && WEXITSTATUS(status[i]))
 			snprintf(sb, sizeof sb, "exit %d", WEXITSTATUS(status[i]));
+		char at[48] = "";
+		if (!L[i]->done)
+			snprintf(at, sizeof at, " (did not finish: stopped in op %" PRId64 ")",
+				 __atomic_load_n(&L[i]->cur_op, __ATOMIC_ACQUIRE));
 		fprintf(stderr, "fuzz: side %d (%s): %" PRIu64 " records, %.3f s%s%s%s%s%s%s\n", i + 1,
 			side_name[i], n[i], (double)L[i]->elapsed_ns / 1e9,
-			*how || *sb ? ", " : "", how, sb, L[i]->msg[0] ? ": " : "", L[i]->msg,
-			L[i]->done ? "" : " (did not finish)");
+			*how || *sb ? ", " : "", how, sb, L[i]->msg[0] ? ": " : "", L[i]->msg, at);
 	}
 
 	if (diverged) {
