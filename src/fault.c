@@ -314,6 +314,8 @@ static void *fault_thread(void *arg)
 			on_inotify();
 		if (!(pfd[0].revents & POLLIN))
 			continue;
+		um_signal_batch();
+		um_signal_batch();
 		ssize_t n = read(um.uffd, msgs, sizeof msgs);
 		if (n <= 0)
 			continue;

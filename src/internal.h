@@ -195,6 +195,7 @@ int wb_take_error(struct um_region *r);
 int um_signal_no(void);
 int um_signal_install(void);
 void um_signal_sigbus(pid_t tid, uintptr_t addr);
+void um_signal_batch(void);
 
 /* fault.c */
 int fault_start(void);

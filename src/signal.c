@@ -24,6 +24,16 @@
  * when the call has returned, sees the mark, removes the poison and raises
  * nothing.  The table of pending entries is shared with the handler through
  * atomics (the handler cannot take locks).
+ *
+ * While such a call is retried, the thread faults again and again, and the
+ * fault thread reads those messages in batches: some are read before the
+ * episode ends and handled after it.  They must raise nothing.  A message
+ * can only be read while its thread is still inside that fault (the kernel
+ * withdraws unread messages when the thread leaves it), so a message read
+ * before the thread's handler finished the episode belongs to that episode:
+ * the handler stamps its entry with a sequence number, the fault thread
+ * notes the number before each read, and an entry stamped after the read
+ * makes the batch's messages for it stale.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -43,7 +53,10 @@ static struct {
 	_Atomic pid_t tid;	   /* 0 = free */
 	_Atomic uintptr_t page;
 	_Atomic int poisoned;
+	_Atomic uint64_t done;	   /* 0, or the handler's stamp */
 } pending[PENDING];
+static _Atomic uint64_t handled;   /* stamps given by the handler */
+static uint64_t batch_start;	   /* `handled` when the batch was read */
 
 int um_signal_no(void)
 {
@@ -92,12 +105,12 @@ static void on_um_signal(int sig, siginfo_t *info, void *uctx)
 	pid_t self = (pid_t)syscall(SYS_gettid);
 	bool in_call = interrupted_syscall(uc);
 	for (int i = 0; i < PENDING; i++) {
-		if (atomic_load(&pending[i].tid) != self)
+		if (atomic_load(&pending[i].tid) != self || atomic_load(&pending[i].done))
 			continue;
 		uintptr_t page = atomic_load(&pending[i].page);
-		int poisoned = atomic_load(&pending[i].poisoned);
-		atomic_store(&pending[i].tid, 0);
-		if (poisoned) {
+		/* Stamp before reading the mark (see poison_pending). */
+		atomic_store(&pending[i].done, atomic_fetch_add(&handled, 1) + 1);
+		if (atomic_load(&pending[i].poisoned)) {
 			/* Lift the poison: a later access faults afresh. */
 			sys_madvise((void *)page, UM_PAGE, MADV_DONTNEED);
 			in_call = true;
@@ -174,6 +187,31 @@ static int poison(uintptr_t page)
 	return -1;
 }
 
+/* The fault thread is about to read a batch of fault messages. */
+void um_signal_batch(void)
+{
+	batch_start = atomic_load(&handled);
+}
+
+/*
+ * The thread of entry e faulted again on its page, inside a system call:
+ * poison the page.  Mark first, so that a handler running as soon as the
+ * poison releases the call knows to lift it; stamped already after the
+ * poison, the handler may have looked at the mark before it was set or
+ * lifted the poison before it was in place: lift it here.
+ */
+static void poison_pending(int e)
+{
+	uintptr_t page = atomic_load(&pending[e].page);
+	atomic_store(&pending[e].poisoned, 1);
+	if (poison(page) < 0) {
+		atomic_store(&pending[e].poisoned, 0); /* before Linux 6.6: retries */
+		return;
+	}
+	if (atomic_load(&pending[e].done))
+		sys_madvise((void *)page, UM_PAGE, MADV_DONTNEED);
+}
+
 /* From the fault thread: SIGBUS at addr in thread tid (see above for a
  * thread that faults again before the signal reached it). */
 void um_signal_sigbus(pid_t tid, uintptr_t addr)
@@ -182,23 +220,24 @@ void um_signal_sigbus(pid_t tid, uintptr_t addr)
 	int slot = -1;
 	for (int i = 0; i < PENDING; i++) {
 		pid_t t = atomic_load(&pending[i].tid);
+		uint64_t done = atomic_load(&pending[i].done);
 		if (t == tid && atomic_load(&pending[i].page) == page) {
-			/* A thread spinning on a kernel-mode fault queues many
-			 * messages; those read before the poison was in place
-			 * arrive after it: the page is poisoned already. */
-			if (atomic_load(&pending[i].poisoned))
+			if (done > batch_start)
+				return; /* read before its episode ended: stale */
+			if (!done) {
+				/* Poisoned already: a message read before the
+				 * poison was in place. */
+				if (!atomic_load(&pending[i].poisoned))
+					poison_pending(i);
 				return;
-			/* Marked before poisoning: the poison wakes the thread,
-			 * whose call may return and run the handler at once. */
-			atomic_store(&pending[i].poisoned, 1);
-			if (poison(page) < 0)
-				atomic_store(&pending[i].poisoned, 0); /* before Linux 6.6: retries */
-			return;
+			}
 		}
-		if (t == 0 && slot < 0)
+		if ((t == 0 || (done && done <= batch_start)) && slot < 0)
 			slot = i;
 	}
 	if (slot >= 0) {
+		atomic_store(&pending[slot].tid, 0);
+		atomic_store(&pending[slot].done, 0);
 		atomic_store(&pending[slot].page, page);
 		atomic_store(&pending[slot].poisoned, 0);
 		atomic_store(&pending[slot].tid, tid);
