@@ -276,17 +276,16 @@ void cache_set_size(struct um_cache *c, uint64_t size)
 
 /*
  * The file grows to `size` through um_ftruncate: bytes stored past the old
- * end, in its last page, are not file data, and the file grows with zeros
- * there, as the kernel zeroes the exposed part of its end-of-file folio.
- * (Only here: a growth seen later, by inotify or a fault, may follow stores
- * made after it, which must stay.)
+ * end, in its last page, are not file data; the kernel zeroes them all (up
+ * to the end of that page, even past the new size) when truncate grows the
+ * file.  (Only here: a growth seen later, by inotify or a fault, may follow
+ * stores made after it, which must stay.)
  */
 void cache_grow_to(struct um_cache *c, uint64_t size)
 {
 	uint64_t old = c->c_size;
-	uint64_t tail = um_pgup(old) < size ? um_pgup(old) : size;
-	if (old < tail && old < c->c_wext && (c->c_pstate[old / UM_PAGE] & PG_PRESENT))
-		memset(c->c_win + old, 0, tail - old);
+	if (old < um_pgup(old) && old < c->c_wext && (c->c_pstate[old / UM_PAGE] & PG_PRESENT))
+		memset(c->c_win + old, 0, um_pgup(old) - old);
 	cache_set_size(c, size);
 }
 

@@ -430,21 +430,22 @@ int um_ftruncate(int fd, off_t length)
 	struct stat st;
 	if (!um.ready || fstat(fd, &st) < 0)
 		return ftruncate(fd, length);
-	/* The size before, as the file has it now (a write(2) may have
-	 * changed it unseen): the tail to zero on growth starts there. */
+	/* Under the lock throughout, so that the inotify event of this very
+	 * call cannot apply the new size first and hide the growth.  The size
+	 * before is the file's own (a write(2) may have changed it unseen):
+	 * the tail to zero on growth starts there. */
 	um_lock();
 	struct um_cache *c = cache_by_file(st.st_dev, st.st_ino);
 	if (c)
 		cache_refresh_size(c);
+	int r = ftruncate(fd, length), e = errno;
+	if (r == 0 && c && fstat(fd, &st) == 0) {
+		if ((uint64_t)st.st_size > c->c_size)
+			cache_grow_to(c, (uint64_t)st.st_size);
+		else
+			cache_set_size(c, (uint64_t)st.st_size);
+	}
 	um_unlock();
-	if (ftruncate(fd, length) < 0 || fstat(fd, &st) < 0)
-		return -1;
-	um_lock();
-	c = cache_by_file(st.st_dev, st.st_ino);
-	if (c && (uint64_t)st.st_size > c->c_size)
-		cache_grow_to(c, (uint64_t)st.st_size);
-	else if (c)
-		cache_set_size(c, (uint64_t)st.st_size);
-	um_unlock();
-	return 0;
+	errno = e;
+	return r;
 }

@@ -265,3 +265,22 @@ DIFF_TEST(eof, ftruncate_then_exit_without_munmap)
 	D_FILL(log, p + PG, 'd', 10);
 	close(fd);
 }
+
+DIFF_TEST(eof, ftruncate_up_zeroes_the_whole_old_tail)
+{
+	/* Bytes stored past EOF in the last page are not file data: a
+	 * truncate that grows the file zeroes all of them, also those past
+	 * the new size when it ends inside that page. */
+	int fd = diff_mkfile(log, dir, "f", 100, 12);
+	char *p = D_MMAP(log, o, NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	D_FILL(log, p + 120, 'x', 100); /* bytes 120..219, past EOF */
+	D_CALL(log, o->ftruncate(fd, 150));
+	D_READ(log, p, PG);
+	D_FILL(log, p + 300, 'y', 10); /* past EOF again */
+	D_CALL(log, o->ftruncate(fd, 2 * PG));
+	D_READ(log, p, PG);
+	D_CALL(log, o->msync(p, PG, MS_SYNC));
+	D_PREAD(log, fd, 0, PG);
+	D_CALL(log, o->munmap(p, PG));
+	close(fd);
+}
