@@ -92,7 +92,14 @@ typedef enum um_error_action (*um_error_handler)(void *addr, int fd,
 						  void *arg);
 int um_set_error_handler(um_error_handler handler, void *arg);
 
-/* Counters, for the process (addr NULL) or the mapping containing addr. */
+/*
+ * Counters, for the process (addr NULL) or for the mapping containing addr
+ * (what one um_mmap call made, however split or moved since).  For a
+ * mapping, the fault counters and bytes_read are its own, resident_bytes
+ * and dirty_bytes count the cached pages of the ranges it maps, and
+ * bytes_written, evictions and writebacks are those of its file's cache,
+ * which all mappings of the file share.
+ */
 struct um_stats {
 	uint64_t faults;	  /* page faults served */
 	uint64_t hits;		  /* faults found in the cache */
@@ -106,7 +113,7 @@ struct um_stats {
 	uint64_t resident_bytes;  /* cached bytes now (file and shared anon) */
 	uint64_t dirty_bytes;	  /* of which dirty */
 	uint64_t budget;	  /* the budget in force */
-	uint64_t mappings;	  /* regions (VMAs) ummap manages */
+	uint64_t mappings;	  /* regions (VMAs) ummap manages, or of the mapping */
 };
 int um_stats(void *addr, struct um_stats *st);
 

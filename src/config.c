@@ -227,9 +227,9 @@ int um_mapping_set(void *addr, enum um_param param, uint64_t value)
 	else if (param == UM_PARAM_BUDGET)
 		r->r_cache->c_budget = value;
 	else if (param == UM_PARAM_FAULT_SIZE || param == UM_PARAM_READAHEAD) {
-		uint64_t id = r->r_map_id;
+		struct um_mapping *m = r->r_map;
 		for (size_t i = 0; i < um.nregions; i++) {
-			if (um.regions[i].r_map_id != id)
+			if (um.regions[i].r_map != m)
 				continue;
 			if (param == UM_PARAM_FAULT_SIZE)
 				um.regions[i].r_fault_size = value;
@@ -256,6 +256,31 @@ int um_set_error_handler(um_error_handler handler, void *arg)
 	return 0;
 }
 
+/* The counters of mapping m (of cache c): its own fault counters, the
+ * resident and dirty bytes of the ranges it maps, and its file's writeback
+ * and eviction counters (pages are the file's, not the mapping's). */
+static void mapping_stats(const struct um_mapping *m, const struct um_cache *c, struct um_stats *st)
+{
+	*st = m->m_st;
+	st->evictions = c->c_st.evictions;
+	st->writebacks = c->c_st.writebacks;
+	st->bytes_written = c->c_st.bytes_written;
+	st->budget = c->c_budget ? c->c_budget : um.cfg.budget;
+	for (size_t i = 0; i < um.nregions; i++) {
+		const struct um_region *r = &um.regions[i];
+		if (r->r_map != m)
+			continue;
+		st->mappings++;
+		uint64_t end = r->r_off + (r->r_end - r->r_start);
+		if (end > c->c_wext)
+			end = c->c_wext;
+		for (uint64_t p = r->r_off / UM_PAGE; p < end / UM_PAGE; p++) {
+			st->resident_bytes += (c->c_pstate[p] & PG_PRESENT) ? UM_PAGE : 0;
+			st->dirty_bytes += (c->c_pstate[p] & PG_DIRTY) ? UM_PAGE : 0;
+		}
+	}
+}
+
 int um_stats(void *addr, struct um_stats *st)
 {
 	um_init();
@@ -271,16 +296,10 @@ int um_stats(void *addr, struct um_stats *st)
 		st->mappings = um.nregions;
 	} else {
 		struct um_region *r = region_at((uintptr_t)addr);
-		if (!r || !r->r_cache) {
+		if (!r || !r->r_cache)
 			err = r ? EINVAL : ENOMEM;
-		} else {
-			struct um_cache *c = r->r_cache;
-			*st = c->c_st;
-			st->resident_bytes = c->c_resident;
-			st->dirty_bytes = c->c_dirty;
-			st->budget = c->c_budget ? c->c_budget : um.cfg.budget;
-			st->mappings = (uint64_t)c->c_refs;
-		}
+		else
+			mapping_stats(r->r_map, r->r_cache, st);
 	}
 	um_unlock();
 	if (err) {

@@ -33,6 +33,9 @@
 #include "compat.h"
 #include "internal.h"
 
+/* Count n in field f of the process's and region r's mapping's counters. */
+#define COUNT(r, f, n) ((r)->r_map->m_st.f += (n), um.st.f += (n))
+
 static void wake(uintptr_t page)
 {
 	struct uffdio_range r = { .start = page, .len = UM_PAGE };
@@ -149,8 +152,7 @@ static void on_wp_fault(struct um_region *r, uintptr_t page)
 	}
 	r->r_wp_win = (end - page) / UM_PAGE;
 	r->r_wp_next = end;
-	c->c_st.wp_faults++;
-	um.st.wp_faults++;
+	COUNT(r, wp_faults, 1);
 	struct uffdio_writeprotect wp = { .range = { page, end - page }, .mode = 0 };
 	if (ioctl(um.uffd, UFFDIO_WRITEPROTECT, &wp) < 0)
 		wake(page);
@@ -206,7 +208,7 @@ static void on_fault(const struct uffd_msg *m)
 		return;
 	}
 	struct um_cache *c = r->r_cache;
-	c->c_st.faults++;
+	r->r_map->m_st.faults++;
 	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
 		on_wp_fault(r, page);
 		return;
@@ -263,21 +265,22 @@ static void on_fault(const struct uffd_msg *m)
 			need = absent_bytes(c, s, e);
 			evict_for(c, need, s, e - s);
 		}
-		c->c_st.misses++;
-		um.st.misses++;
-		if (e > unit_end) {
-			c->c_st.readahead_bytes += e - unit_end;
-			um.st.readahead_bytes += e - unit_end;
-		}
+		COUNT(r, misses, 1);
+		if (e > unit_end)
+			COUNT(r, readahead_bytes, e - unit_end);
+		uint64_t read_before = c->c_st.bytes_read;
+		/* A failed read of the unit matters only for the faulting
+		 * page: try that alone. */
 		int err = cache_fill(c, s, e - s);
-		if (err && !(c->c_pstate[off / UM_PAGE] & PG_PRESENT)) {
+		if (err && !(c->c_pstate[off / UM_PAGE] & PG_PRESENT))
 			err = cache_fill(c, off, UM_PAGE);
-			if (err && !read_error(c, off, addr, tid, -err))
-				return;
-		}
+		else
+			err = 0;
+		r->r_map->m_st.bytes_read += c->c_st.bytes_read - read_before;
+		if (err && !read_error(c, off, addr, tid, -err))
+			return;
 	} else {
-		c->c_st.hits++;
-		um.st.hits++;
+		COUNT(r, hits, 1);
 	}
 	c->c_pstate[off / UM_PAGE] |= PG_REF;
 	bool write = (flags & UFFD_PAGEFAULT_FLAG_WRITE) && r->r_kind == UM_FILE_SHARED;

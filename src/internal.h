@@ -85,7 +85,7 @@ struct um_cache {
 	uint64_t c_clock;	/* eviction hand, page index */
 	int c_wb_err;		/* last writeback errno, 0 if none */
 	uint64_t c_wb_seq;	/* bumped at each writeback error */
-	struct um_stats c_st;	/* counters of this cache */
+	struct um_stats c_st;	/* bytes read and written, writebacks, evictions */
 	struct um_cache *c_next;
 };
 
@@ -94,6 +94,12 @@ enum um_kind {
 	UM_FILE_PRIVATE,
 	UM_ANON_SHARED,
 	UM_ANON_PRIVATE, /* kernel anonymous memory, recorded only */
+};
+
+/* One um_mmap call, shared by the regions it became (splits, moves). */
+struct um_mapping {
+	unsigned m_refs;	/* regions that point here */
+	struct um_stats m_st;	/* fault counters of this mapping */
 };
 
 /* A region: a page range of one mapping, as the kernel's VMA would be. */
@@ -113,7 +119,7 @@ struct um_region {
 	uintptr_t r_wp_next;	/* address a run of first writes reaches next */
 	uint64_t r_wp_win;	/* pages made writable by the last WP fault */
 	uint64_t r_wb_seen;	/* c_wb_seq already reported to this region */
-	uint64_t r_map_id;	/* the um_mmap call that made it (kept by splits) */
+	struct um_mapping *r_map; /* the um_mmap call that made it; NULL if kernel memory */
 	struct um_cache *r_cache;
 };
 
@@ -132,7 +138,6 @@ struct um_engine {
 	uint64_t resident;	/* all caches' PRESENT bytes */
 	struct um_stats st;	/* process counters (resident/dirty derived) */
 	struct um_cache *caches;
-	uint64_t next_map_id;
 	struct um_region *regions; /* sorted by r_start, non-overlapping */
 	size_t nregions, cap;
 	um_error_handler err_handler;
@@ -165,6 +170,7 @@ int region_reserve(size_t n); /* room for n regions, 0 or -ENOMEM */
 int region_insert(const struct um_region *r);
 int region_remove_range(uintptr_t start, uintptr_t end); /* 0 or -errno of writeback */
 int region_split_at(uintptr_t addr);
+void mapping_put(struct um_mapping *m); /* drop a region's reference */
 int uffd_register(struct um_region *r);
 
 /* cache.c */

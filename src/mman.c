@@ -112,9 +112,12 @@ void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offs
 		.r_advice = MADV_NORMAL,
 		.r_ra_max = UINT64_MAX,
 		.r_ra_next = UINT64_MAX,
-		.r_map_id = ++um.next_map_id,
 	};
-	struct um_cache *c;
+	struct um_cache *c = NULL;
+	if (!(r.r_map = calloc(1, sizeof *r.r_map))) {
+		err = ENOMEM;
+		goto undo;
+	}
 	if (anon) {
 		c = cache_new_anon(len, &err);
 		r.r_maywrite = true;
@@ -152,6 +155,7 @@ undo_cache:
 	if (c->c_refs == 0)
 		cache_free(c);
 undo:
+	free(r.r_map);
 	sys_munmap(p, len);
 	um_unlock();
 	return fail_ptr(err);
@@ -387,9 +391,12 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 	}
 	uintptr_t ns = (uintptr_t)p;
 	uint64_t nlen = um_pgup(new_size);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) { /* held across the move */
 		if (moved[i].r_cache)
-			moved[i].r_cache->c_refs++; /* held across the move */
+			moved[i].r_cache->c_refs++;
+		if (moved[i].r_map)
+			moved[i].r_map->m_refs++;
+	}
 	if (old_size && !(flags & MREMAP_DONTUNMAP))
 		region_remove_range(os, oe);
 	region_remove_range(ns, ns + nlen);
@@ -419,6 +426,7 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 		}
 		if (moved[i].r_cache)
 			cache_put(moved[i].r_cache);
+		mapping_put(moved[i].r_map);
 	}
 	free(moved);
 	um_unlock();

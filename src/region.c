@@ -65,6 +65,8 @@ int region_insert(const struct um_region *r)
 	memmove(&um.regions[i + 1], &um.regions[i], (um.nregions - i) * sizeof *r);
 	um.regions[i] = *r;
 	um.nregions++;
+	if (r->r_map)
+		r->r_map->m_refs++;
 	if (r->r_cache) {
 		r->r_cache->c_refs++;
 		r->r_cache->c_locked += r->r_locked;
@@ -87,6 +89,8 @@ int region_split_at(uintptr_t addr)
 	r->r_end = addr;
 	hi->r_off += addr - hi->r_start;
 	hi->r_start = addr;
+	if (r->r_map)
+		r->r_map->m_refs++;
 	if (r->r_cache) {
 		r->r_cache->c_refs++;
 		r->r_cache->c_locked += r->r_locked;
@@ -94,10 +98,12 @@ int region_split_at(uintptr_t addr)
 	return 0;
 }
 
-/* Forget [start, end): trims or drops the regions it covers, writes back
- * what was stored through shared ones (the kernel would have it in its page
- * cache already) and releases their caches (the last release frees one).
- * Returns 0 or the first writeback -errno. */
+void mapping_put(struct um_mapping *m)
+{
+	if (m && --m->m_refs == 0)
+		free(m);
+}
+
 /*
  * Drop the clean cached pages of [off, off+len) of cache c that no region
  * maps any more.  Nothing keeps them coherent with write(2) to the file
@@ -130,6 +136,10 @@ static void drop_unmapped(struct um_cache *c, uint64_t off, uint64_t len)
 	}
 }
 
+/* Forget [start, end): trims or drops the regions it covers, writes back
+ * what was stored through shared ones (the kernel would have it in its page
+ * cache already) and releases their caches (the last release frees one).
+ * Returns 0 or the first writeback -errno. */
 int region_remove_range(uintptr_t start, uintptr_t end)
 {
 	int err = 0;
@@ -154,6 +164,7 @@ int region_remove_range(uintptr_t start, uintptr_t end)
 			j++;
 			continue;
 		}
+		mapping_put(r->r_map);
 		struct um_cache *c = r->r_cache;
 		if (c) {
 			int e = 0;

@@ -286,6 +286,51 @@ Test(config, mapping_settings_and_stats)
 	unlink(path);
 }
 
+Test(config, stats_per_mapping)
+{
+	/* Two mappings of one file: each counts its own faults, however it
+	 * is split or moved; resident bytes are those of its own range. */
+	int fd = make_file(1 * MiB, 9);
+	uint64_t *a = um_mmap(NULL, 1 * MiB, PROT_READ, MAP_SHARED, fd, 0);
+	uint64_t *b = um_mmap(NULL, 64 * 1024, PROT_READ, MAP_SHARED, fd, 512 * 1024);
+	cr_assert(a != MAP_FAILED && b != MAP_FAILED);
+	cr_assert(um_mapping_set(a, UM_PARAM_READAHEAD, 0) == 0);
+	cr_assert(um_mapping_set(b, UM_PARAM_READAHEAD, 0) == 0);
+	for (size_t i = 0; i < 64; i++) /* 64 pages of a */
+		cr_assert(a[i * 512] == word(i * 4096, 9));
+	struct um_stats sa, sb;
+	cr_assert(um_stats(a, &sa) == 0 && um_stats(b, &sb) == 0);
+	cr_expect(sa.faults == 64 && sa.misses == 64, "a: %lu faults %lu misses", sa.faults, sa.misses);
+	cr_expect(sa.bytes_read == 64 * 4096, "a read %lu bytes", sa.bytes_read);
+	cr_expect(sb.faults == 0, "b has not faulted: %lu", sb.faults);
+	cr_expect(sa.resident_bytes == 64 * 4096 && sb.resident_bytes == 0, "resident a %lu b %lu",
+		  sa.resident_bytes, sb.resident_bytes);
+	/* b maps from 512 KiB on, which a has not touched: misses for b. */
+	for (size_t i = 0; i < 16; i++)
+		cr_assert(b[i * 512] == word(512 * 1024 + i * 4096, 9));
+	cr_assert(um_stats(b, &sb) == 0);
+	cr_expect(sb.faults == 16 && sb.misses == 16, "b: %lu faults %lu misses", sb.faults, sb.misses);
+	/* Now a touches the pages b brought in: hits for a. */
+	for (size_t i = 0; i < 16; i++)
+		cr_assert(a[(512 * 1024 + i * 4096) / 8] == word(512 * 1024 + i * 4096, 9));
+	cr_assert(um_stats(a, &sa) == 0);
+	cr_expect(sa.faults == 80 && sa.hits == 16, "a: %lu faults %lu hits", sa.faults, sa.hits);
+	/* Split a in three: each piece reports the whole mapping. */
+	cr_assert(um_mprotect((char *)a + 256 * 1024, 4096, PROT_NONE) == 0);
+	struct um_stats s1, s2;
+	cr_assert(um_stats((char *)a + 900 * 1024, &s1) == 0 && um_stats(a, &s2) == 0);
+	cr_expect(s1.faults == 80 && s2.faults == 80 && s1.mappings == 3, "split: %lu %lu faults, %lu regions",
+		  s1.faults, s2.faults, s1.mappings);
+	/* Move b: its counters move with it. */
+	void *nb = um_mremap(b, 64 * 1024, 128 * 1024, MREMAP_MAYMOVE);
+	cr_assert(nb != MAP_FAILED);
+	cr_assert(um_stats(nb, &sb) == 0);
+	cr_expect(sb.faults == 16, "moved b: %lu faults", sb.faults);
+	cr_assert(um_munmap(a, 1 * MiB) == 0 && um_munmap(nb, 128 * 1024) == 0);
+	cr_expect(um_stats(a, &sa) == -1 && errno == ENOMEM, "unmapped: no stats");
+	unlink(path);
+}
+
 /* Until caches are shared between processes, a forked child cannot use the
  * parent's file mappings: it must get a clean SIGSEGV, never zeros, and
  * never disturb the parent's cache.  Its own um_* calls go to the kernel. */
