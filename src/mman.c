@@ -355,6 +355,27 @@ int um_madvise(void *addr, size_t length, int advice)
 	return deny ? fail(deny_err) : kerr ? fail(kerr) : 0;
 }
 
+/*
+ * The kernel places a moved range by copying its VMA, which merges with a
+ * neighbour at the destination when they continue each other (same memfd,
+ * adjacent offsets, same flags, still registered), and only then drops the
+ * registration of the result: the neighbour loses it too.  Register it
+ * again, and unmap its shared pages so that they come back through the
+ * fault path write-protected (their write-protect bits went with it).
+ */
+static void reregister_merged(struct um_region *moved, struct um_region *nb)
+{
+	if (!nb || !nb->r_cache || nb->r_cache != moved->r_cache)
+		return;
+	bool before = nb->r_end == moved->r_start && nb->r_off + (nb->r_end - nb->r_start) == moved->r_off;
+	bool after = nb->r_start == moved->r_end && moved->r_off + (moved->r_end - moved->r_start) == nb->r_off;
+	if (!before && !after)
+		return;
+	uffd_register(nb);
+	if (nb->r_wp)
+		sys_madvise((void *)nb->r_start, nb->r_end - nb->r_start, MADV_DONTNEED);
+}
+
 void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, ...)
 {
 	void *new_address = NULL;
@@ -427,6 +448,13 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 		if (moved[i].r_cache)
 			cache_put(moved[i].r_cache);
 		mapping_put(moved[i].r_map);
+	}
+	if (ns != os && nlen) {
+		size_t lo = region_find(ns), hi = region_find(ns + nlen);
+		if (lo > 0 && lo < um.nregions && um.regions[lo].r_start == ns)
+			reregister_merged(&um.regions[lo], &um.regions[lo - 1]);
+		if (hi > 0 && hi < um.nregions && um.regions[hi - 1].r_end == ns + nlen)
+			reregister_merged(&um.regions[hi - 1], &um.regions[hi]);
 	}
 	free(moved);
 	um_unlock();

@@ -809,3 +809,28 @@ DIFF_TEST(mremap, dontunmap)
 	D_PREAD(log, fd, 0, 2 * PG);
 	close(fd);
 }
+
+DIFF_TEST(mremap, lands_next_to_its_continuation)
+{
+	/* Pages 2-3 of a file moved right before a mapping of pages 4-7:
+	 * the kernel merges the two.  The mapping that was there keeps the
+	 * kernel's semantics: stores reach the file, the page beyond EOF
+	 * raises SIGBUS, pages not yet touched come from the file. */
+	int fd = diff_mkfile(log, dir, "f", 7 * PG - 100, 47);
+	char *r = D_MMAP(log, o, NULL, 8 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *hi = D_MMAP(log, o, r + 2 * PG, 4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
+			  4 * PG);
+	D_PEEK(log, hi + 10); /* page 4 in the cache, mapped */
+	char *lo = D_MMAP(log, o, NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 2 * PG);
+	D_FILL(log, lo + 7, 'l', 10);
+	char *m = D_MREMAP_TO(log, o, lo, 2 * PG, 2 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, r);
+	D_FILL(log, hi + 20, 'h', 10);	    /* a mapped page */
+	D_FILL(log, hi + PG + 30, 'i', 10); /* a page not mapped yet */
+	D_READ(log, hi + 2 * PG, PG);
+	T_PEEK(log, hi + 3 * PG + 1); /* beyond EOF */
+	D_READ(log, m, 2 * PG);
+	D_CALL(log, o->munmap(m, 2 * PG));
+	D_CALL(log, o->munmap(hi, 4 * PG));
+	D_PREAD(log, fd, 0, 8 * PG);
+	close(fd);
+}
