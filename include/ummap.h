@@ -110,10 +110,11 @@ struct um_stats {
 	uint64_t readahead_bytes; /* read ahead of the faulting address */
 	uint64_t evictions;	  /* pages dropped from the cache */
 	uint64_t writebacks;	  /* pages written back */
-	uint64_t resident_bytes;  /* cached bytes now (file and shared anon) */
+	uint64_t resident_bytes;  /* cached bytes now, and private anon (process) */
 	uint64_t dirty_bytes;	  /* of which dirty */
 	uint64_t budget;	  /* the budget in force */
 	uint64_t mappings;	  /* regions (VMAs) ummap manages, or of the mapping */
+	uint64_t anon_bytes;	  /* of resident_bytes, private anonymous (process) */
 };
 int um_stats(void *addr, struct um_stats *st);
 

@@ -288,7 +288,9 @@ int um_stats(void *addr, struct um_stats *st)
 	int err = 0;
 	if (!addr) {
 		*st = um.st;
-		st->resident_bytes = um.resident;
+		anon_refresh(true);
+		st->resident_bytes = um.resident + um.anon;
+		st->anon_bytes = um.anon;
 		st->dirty_bytes = 0;
 		for (struct um_cache *c = um.caches; c; c = c->c_next)
 			st->dirty_bytes += c->c_dirty;

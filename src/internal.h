@@ -136,6 +136,8 @@ struct um_engine {
 	pthread_t fault_thread, wb_thread;
 	struct um_config cfg;
 	uint64_t resident;	/* all caches' PRESENT bytes */
+	uint64_t anon;		/* private anonymous bytes resident, sampled */
+	uint64_t anon_at;	/* when (CLOCK_MONOTONIC ns) */
 	struct um_stats st;	/* process counters (resident/dirty derived) */
 	struct um_cache *caches;
 	struct um_region *regions; /* sorted by r_start, non-overlapping */
@@ -191,6 +193,7 @@ int wb_range(struct um_cache *c, uint64_t off, uint64_t len);
 int wb_cache(struct um_cache *c);
 void wb_all(void);
 int evict_for(struct um_cache *c, uint64_t need, uint64_t busy_off, uint64_t busy_len);
+void anon_refresh(bool now);
 void evict_range(struct um_cache *c, uint64_t off, uint64_t len, bool clean_only);
 void wp_protect_cache_range(struct um_cache *c, uint64_t off, uint64_t len);
 int wb_start(void);

@@ -227,8 +227,41 @@ static uint64_t sweep(struct um_cache *c, uint64_t want, uint64_t busy_off, uint
 }
 
 /*
+ * Private anonymous memory is the kernel's (paging it is for a later
+ * version), but it counts against the process budget: its resident size,
+ * measured with mincore(2) over the regions at most every ANON_SAMPLE_NS
+ * (or now), leaves that much less room for cached pages.
+ */
+#define ANON_SAMPLE_NS 10000000ULL
+void anon_refresh(bool now)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t t = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	if (!now && t - um.anon_at < ANON_SAMPLE_NS)
+		return;
+	um.anon_at = t;
+	static unsigned char vec[4096];
+	uint64_t pages = 0;
+	for (size_t i = 0; i < um.nregions; i++) {
+		const struct um_region *r = &um.regions[i];
+		if (r->r_kind != UM_ANON_PRIVATE)
+			continue;
+		for (uintptr_t a = r->r_start; a < r->r_end; a += sizeof vec * UM_PAGE) {
+			size_t len = r->r_end - a < sizeof vec * UM_PAGE ? r->r_end - a : sizeof vec * UM_PAGE;
+			if (mincore((void *)a, len, vec) < 0)
+				continue;
+			for (size_t k = 0; k < len / UM_PAGE; k++)
+				pages += vec[k] & 1;
+		}
+	}
+	um.anon = pages * UM_PAGE;
+}
+
+/*
  * Make room for `need` more bytes in cache c: first under c's own budget,
- * then under the process budget, taking from every cache.  [busy_off,
+ * then under the process budget less private anonymous memory, taking from
+ * every cache.  [busy_off,
  * busy_len) of c is the range being faulted in and is never a victim.
  * Returns 0, or -ENOMEM when nothing more can be evicted (everything left
  * is pinned, anonymous or being faulted): the fault then goes over budget.
@@ -237,10 +270,12 @@ int evict_for(struct um_cache *c, uint64_t need, uint64_t busy_off, uint64_t bus
 {
 	if (c && c->c_budget && c->c_resident + need > c->c_budget)
 		sweep(c, c->c_resident + need - c->c_budget, busy_off, busy_len, c);
-	for (int round = 0; round < 2 && um.resident + need > um.cfg.budget; round++)
-		for (struct um_cache *v = um.caches; v && um.resident + need > um.cfg.budget; v = v->c_next)
-			sweep(v, um.resident + need - um.cfg.budget, busy_off, busy_len, c);
-	return um.resident + need > um.cfg.budget ? -ENOMEM : 0;
+	anon_refresh(false);
+	uint64_t budget = um.cfg.budget > um.anon ? um.cfg.budget - um.anon : 0;
+	for (int round = 0; round < 2 && um.resident + need > budget; round++)
+		for (struct um_cache *v = um.caches; v && um.resident + need > budget; v = v->c_next)
+			sweep(v, um.resident + need - budget, busy_off, busy_len, c);
+	return um.resident + need > budget ? -ENOMEM : 0;
 }
 
 /* The error a region has not yet reported, consumed (errseq-like). */

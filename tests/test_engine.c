@@ -286,6 +286,46 @@ Test(config, mapping_settings_and_stats)
 	unlink(path);
 }
 
+Test(budget, private_anonymous_memory_counts)
+{
+	/* Private anonymous memory is the kernel's, but counts against the
+	 * budget: a scan of a file with 8 of the 16 MiB taken by anonymous
+	 * pages caches at most the other 8 (plus a fault unit and the sample
+	 * lag, within the slack). */
+	const uint64_t budget = 16 * MiB, anon = 8 * MiB, size = 64 * MiB, slack = 2 * MiB;
+	int fd = make_file(size, 13);
+	struct um_config cfg = { .budget = budget };
+	cr_assert(um_configure(&cfg) == 0);
+	char *a = um_mmap(NULL, anon, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr_assert(a != MAP_FAILED);
+	memset(a, 1, anon);
+	uint64_t *m = um_mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+	cr_assert(m != MAP_FAILED);
+	struct um_stats st;
+	uint64_t worst_cache = 0, worst_rss = 0;
+	for (uint64_t i = 0; i < size / 8; i++) {
+		if (m[i] != word(i * 8, 13))
+			cr_assert_fail("word %lu is %lx", i, m[i]);
+		if ((i & 0x3ffff) == 0x3ffff) {
+			uint64_t cm = cache_memory(), rss = smaps_rss(m, size);
+			worst_cache = cm > worst_cache ? cm : worst_cache;
+			worst_rss = rss > worst_rss ? rss : worst_rss;
+		}
+	}
+	cr_assert(um_stats(NULL, &st) == 0);
+	cr_expect(st.anon_bytes >= anon && st.anon_bytes < anon + slack, "anon_bytes %lu", st.anon_bytes);
+	cr_expect(st.resident_bytes <= budget + slack, "resident %lu > budget", st.resident_bytes);
+	cr_expect(worst_cache <= budget - anon + slack, "memfd blocks %lu > budget - anon", worst_cache);
+	cr_expect(worst_rss <= budget - anon + slack, "file Rss %lu > budget - anon", worst_rss);
+	cr_expect(worst_cache > (budget - anon) / 2, "the scan should fill what is left (%lu)", worst_cache);
+	/* Freed anonymous memory gives its room back. */
+	cr_assert(um_madvise(a, anon, MADV_DONTNEED) == 0);
+	cr_assert(um_stats(NULL, &st) == 0);
+	cr_expect(st.anon_bytes < slack, "after MADV_DONTNEED: anon_bytes %lu", st.anon_bytes);
+	cr_assert(um_munmap(m, size) == 0 && um_munmap(a, anon) == 0);
+	unlink(path);
+}
+
 Test(config, stats_per_mapping)
 {
 	/* Two mappings of one file: each counts its own faults, however it
