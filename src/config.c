@@ -198,7 +198,7 @@ int um_configure(const struct um_config *cfg)
 	if (cfg->writeback_ms)
 		__atomic_store_n(&um.cfg.writeback_ms, cfg->writeback_ms, __ATOMIC_RELAXED);
 	um_unlock();
-	if (um.ready)
+	if (um.ready && cfg->writeback_ms)
 		wb_kick(); /* a shorter interval takes effect now */
 	return 0;
 }

@@ -234,6 +234,11 @@ static void on_fault(const struct uffd_msg *m)
 		s = r->r_off;
 	/* Readahead: a fault where the last one ended continues a scan. */
 	uint64_t ra_max = r->r_ra_max != UINT64_MAX ? r->r_ra_max : um.cfg.readahead_max;
+	/* At most a quarter of the budget, so that readahead takes the room
+	 * clean pages make and leaves dirty ones to writeback. */
+	uint64_t budget = c->c_budget && c->c_budget < um.cfg.budget ? c->c_budget : um.cfg.budget;
+	if (ra_max > budget / 4)
+		ra_max = um_pgdown(budget / 4);
 	if (r->r_advice == MADV_RANDOM)
 		ra_max = 0;
 	if (ra_max && (s == r->r_ra_next || r->r_advice == MADV_SEQUENTIAL)) {
@@ -259,11 +264,11 @@ static void on_fault(const struct uffd_msg *m)
 
 	uint64_t need = absent_bytes(c, s, e);
 	if (need) {
-		if (evict_for(c, need, s, e - s) < 0 && e > unit_end) {
+		if (evict_for(c, need, s, e - s, true) < 0 && e > unit_end) {
 			/* No room for the readahead: bring in the unit only. */
 			e = unit_end;
 			need = absent_bytes(c, s, e);
-			evict_for(c, need, s, e - s);
+			evict_for(c, need, s, e - s, true);
 		}
 		COUNT(r, misses, 1);
 		if (e > unit_end)

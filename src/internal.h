@@ -192,7 +192,7 @@ struct um_cache *cache_by_file(dev_t dev, ino_t ino);
 int wb_range(struct um_cache *c, uint64_t off, uint64_t len);
 int wb_cache(struct um_cache *c);
 void wb_all(void);
-int evict_for(struct um_cache *c, uint64_t need, uint64_t busy_off, uint64_t busy_len);
+int evict_for(struct um_cache *c, uint64_t need, uint64_t busy_off, uint64_t busy_len, bool dirty_ok);
 void anon_refresh(bool now);
 void evict_range(struct um_cache *c, uint64_t off, uint64_t len, bool clean_only);
 void wp_protect_cache_range(struct um_cache *c, uint64_t off, uint64_t len);

@@ -292,7 +292,7 @@ static void advise_region(struct um_region *r, uintptr_t s, uintptr_t e, int adv
 			uint64_t eof = eof_page(r);
 			if (off + len > eof)
 				len = off < eof ? eof - off : 0;
-			if (len && !evict_for(c, len, off, len))
+			if (len && !evict_for(c, len, off, len, false))
 				cache_fill(c, off, len);
 		}
 		break;

@@ -10,7 +10,8 @@
  *
  * Eviction is a clock over chunks of UM_EVICT_CHUNK pages of each cache:
  * a chunk faulted since the hand last passed (PG_REF) gets a second chance;
- * dirty chunks are written back before they are punched (I4).  Punching a
+ * chunks with dirty pages are taken only when clean ones do not free
+ * enough, and are written back before they are punched (I4).  Punching a
  * memfd range unmaps it from every VMA, shared or private (private copies
  * stay), so eviction needs no page-table walk of its own.
  *
@@ -187,12 +188,15 @@ static bool chunk_locked(struct um_cache *c, uint64_t off, uint64_t len)
 	return false;
 }
 
-/* One clock sweep of cache c until `want` bytes are freed; returns bytes freed. */
+/* One clock sweep of cache c until `want` bytes are freed; returns bytes
+ * freed.  Chunks holding dirty pages are passed over (as if not there)
+ * unless dirty_ok: they are written back and dropped only when clean ones
+ * do not free enough. */
 static uint64_t sweep(struct um_cache *c, uint64_t want, uint64_t busy_off, uint64_t busy_len,
-		      struct um_cache *busy_c)
+		      struct um_cache *busy_c, bool dirty_ok)
 {
 	uint64_t chunks = c->c_wext / (UM_EVICT_CHUNK * UM_PAGE), freed = 0;
-	if (!c->c_store || !chunks || !c->c_resident)
+	if (!c->c_store || !chunks || !c->c_resident || (!dirty_ok && c->c_dirty >= c->c_resident))
 		return 0;
 	for (uint64_t step = 0; step < 2 * chunks && freed < want; step++) {
 		uint64_t k = c->c_clock++ % chunks;
@@ -200,7 +204,7 @@ static uint64_t sweep(struct um_cache *c, uint64_t want, uint64_t busy_off, uint
 		uint8_t any = 0;
 		for (uint64_t i = p; i < p + UM_EVICT_CHUNK; i++)
 			any |= c->c_pstate[i];
-		if (!(any & PG_PRESENT))
+		if (!(any & PG_PRESENT) || (!dirty_ok && (any & PG_DIRTY)))
 			continue;
 		if (any & PG_REF) {
 			for (uint64_t i = p; i < p + UM_EVICT_CHUNK; i++)
@@ -261,21 +265,27 @@ void anon_refresh(bool now)
 /*
  * Make room for `need` more bytes in cache c: first under c's own budget,
  * then under the process budget less private anonymous memory, taking from
- * every cache.  [busy_off,
+ * every cache; clean pages first, then, if dirty_ok, dirty ones.  [busy_off,
  * busy_len) of c is the range being faulted in and is never a victim.
  * Returns 0, or -ENOMEM when nothing more can be evicted (everything left
  * is pinned, anonymous or being faulted): the fault then goes over budget.
  */
-int evict_for(struct um_cache *c, uint64_t need, uint64_t busy_off, uint64_t busy_len)
+int evict_for(struct um_cache *c, uint64_t need, uint64_t busy_off, uint64_t busy_len, bool dirty_ok)
 {
+	/* A sweep goes round twice (REF bits, then victims): clean pages in
+	 * the first round, dirty ones too in the next (if dirty_ok). */
+	int rounds = dirty_ok ? 3 : 1;
+	bool over = false;
+	for (int round = 0; round < rounds && c && c->c_budget && c->c_resident + need > c->c_budget; round++)
+		sweep(c, c->c_resident + need - c->c_budget, busy_off, busy_len, c, round > 0);
 	if (c && c->c_budget && c->c_resident + need > c->c_budget)
-		sweep(c, c->c_resident + need - c->c_budget, busy_off, busy_len, c);
+		over = true;
 	anon_refresh(false);
 	uint64_t budget = um.cfg.budget > um.anon ? um.cfg.budget - um.anon : 0;
-	for (int round = 0; round < 2 && um.resident + need > budget; round++)
+	for (int round = 0; round < rounds && um.resident + need > budget; round++)
 		for (struct um_cache *v = um.caches; v && um.resident + need > budget; v = v->c_next)
-			sweep(v, um.resident + need - budget, busy_off, busy_len, c);
-	return um.resident + need > budget ? -ENOMEM : 0;
+			sweep(v, um.resident + need - budget, busy_off, busy_len, c, round > 0);
+	return over || um.resident + need > budget ? -ENOMEM : 0;
 }
 
 /* The error a region has not yet reported, consumed (errseq-like). */

@@ -286,6 +286,35 @@ Test(config, mapping_settings_and_stats)
 	unlink(path);
 }
 
+Test(budget, eviction_prefers_clean_pages)
+{
+	/* 2 MiB written, then a 32 MiB read scan through an 8 MiB budget:
+	 * clean pages make the room, the dirty ones stay until writeback. */
+	const uint64_t budget = 8 * MiB, size = 32 * MiB;
+	int fd = make_file(size, 14);
+	struct um_config cfg = { .budget = budget };
+	cr_assert(um_configure(&cfg) == 0);
+	uint64_t *m = um_mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert(m != MAP_FAILED);
+	for (uint64_t i = 0; i < 2 * MiB / 8; i++)
+		m[i] = ~word(i * 8, 14);
+	for (uint64_t i = 2 * MiB / 8; i < size / 8; i++)
+		if (m[i] != word(i * 8, 14))
+			cr_assert_fail("word %lu is %lx", i, m[i]);
+	struct um_stats st;
+	cr_assert(um_stats(m, &st) == 0);
+	cr_expect(st.writebacks == 0, "eviction wrote %lu dirty pages back", st.writebacks);
+	/* A run of first writes dirties a window ahead (up to 64 pages). */
+	cr_expect(st.dirty_bytes >= 2 * MiB && st.dirty_bytes <= 2 * MiB + 256 * 1024, "dirty %lu", st.dirty_bytes);
+	cr_expect(st.evictions > 0 && st.resident_bytes <= budget + 2 * MiB, "evictions %lu, resident %lu",
+		  st.evictions, st.resident_bytes);
+	cr_assert(um_munmap(m, size) == 0);
+	uint64_t w;
+	cr_assert(pread(fd, &w, 8, 8 * 1000) == 8);
+	cr_expect(w == ~word(8 * 1000, 14), "the dirty pages reached the file at munmap");
+	unlink(path);
+}
+
 Test(budget, private_anonymous_memory_counts)
 {
 	/* Private anonymous memory is the kernel's, but counts against the
