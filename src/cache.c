@@ -78,6 +78,9 @@ void cache_free(struct um_cache *c)
 	*p = c->c_next;
 	if (c->c_wd >= 0)
 		inotify_rm_watch(um.inotify, c->c_wd);
+	for (int i = 0; i < UM_RECENT; i++)
+		if (um.recent[i].c == c)
+			um.recent[i].c = NULL;
 	um.resident -= c->c_resident;
 	if (c->c_win != MAP_FAILED)
 		sys_munmap(c->c_win, c->c_wext);

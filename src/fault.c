@@ -158,6 +158,19 @@ static void on_wp_fault(struct um_region *r, uintptr_t page)
 		wake(page);
 }
 
+/* Thread tid's last fault unit, which eviction keeps while the thread's
+ * next fault is served: the budget may be exceeded by one unit per thread. */
+static void note_recent(pid_t tid, struct um_cache *c, uint64_t off, uint64_t len)
+{
+	struct um_span *slot = NULL;
+	for (int i = 0; i < UM_RECENT && !slot; i++)
+		if (um.recent[i].tid == tid)
+			slot = &um.recent[i];
+	if (!slot)
+		slot = &um.recent[um.recent_next++ % UM_RECENT];
+	*slot = (struct um_span){ .c = c, .off = off, .len = len, .tid = tid };
+}
+
 static uint64_t absent_bytes(struct um_cache *c, uint64_t off, uint64_t end)
 {
 	uint64_t n = 0;
@@ -290,6 +303,7 @@ static void on_fault(const struct uffd_msg *m)
 	c->c_pstate[off / UM_PAGE] |= PG_REF;
 	bool write = (flags & UFFD_PAGEFAULT_FLAG_WRITE) && r->r_kind == UM_FILE_SHARED;
 	map_pages(r, r->r_start + (s - r->r_off), r->r_start + (e - r->r_off), write ? page : 0);
+	note_recent(tid, c, s, unit_end > s ? unit_end - s : UM_PAGE);
 	wake(page);
 }
 

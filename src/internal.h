@@ -123,6 +123,16 @@ struct um_region {
 	struct um_cache *r_cache;
 };
 
+/* A range of a cache that eviction leaves alone: each faulting thread's
+ * last fault unit (a system call copying across two pages faults them one
+ * after the other and needs both at once). */
+struct um_span {
+	struct um_cache *c;
+	uint64_t off, len;
+	pid_t tid;
+};
+#define UM_RECENT 64
+
 /* The process's engine. */
 struct um_engine {
 	pthread_mutex_t lock;
@@ -139,6 +149,8 @@ struct um_engine {
 	uint64_t anon;		/* private anonymous bytes resident, sampled */
 	uint64_t anon_at;	/* when (CLOCK_MONOTONIC ns) */
 	struct um_stats st;	/* process counters (resident/dirty derived) */
+	struct um_span recent[UM_RECENT]; /* by thread; replaced round robin */
+	unsigned recent_next;
 	struct um_cache *caches;
 	struct um_region *regions; /* sorted by r_start, non-overlapping */
 	size_t nregions, cap;

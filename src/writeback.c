@@ -188,6 +188,41 @@ static bool chunk_locked(struct um_cache *c, uint64_t off, uint64_t len)
 	return false;
 }
 
+_Static_assert(UM_EVICT_CHUNK == 64, "a chunk's pages are one 64-bit mask");
+
+/* The pages of the chunk at chunk_off that [off, off+len) covers, as bits. */
+static uint64_t span_mask(uint64_t chunk_off, uint64_t off, uint64_t len)
+{
+	uint64_t end = chunk_off + UM_EVICT_CHUNK * UM_PAGE;
+	if (!len || off >= end || off + len <= chunk_off)
+		return 0;
+	uint64_t a = off > chunk_off ? (off - chunk_off) / UM_PAGE : 0;
+	uint64_t b = off + len < end ? um_pgup(off + len - chunk_off) / UM_PAGE : UM_EVICT_CHUNK;
+	return (b - a == 64 ? ~0ULL : ((1ULL << (b - a)) - 1)) << a;
+}
+
+/* Evict the clean pages of the chunk at off, except the range being faulted
+ * in (busy, of cache busy_c) and the threads' last fault units. */
+static void evict_chunk(struct um_cache *c, uint64_t off, uint64_t busy_off, uint64_t busy_len,
+			struct um_cache *busy_c)
+{
+	uint64_t keep = c == busy_c ? span_mask(off, busy_off, busy_len) : 0;
+	for (int i = 0; i < UM_RECENT; i++)
+		if (um.recent[i].c == c)
+			keep |= span_mask(off, um.recent[i].off, um.recent[i].len);
+	for (unsigned i = 0; i < UM_EVICT_CHUNK;) {
+		if ((keep >> i) & 1) {
+			i++;
+			continue;
+		}
+		unsigned j = i;
+		while (j < UM_EVICT_CHUNK && !((keep >> j) & 1))
+			j++;
+		evict_range(c, off + i * UM_PAGE, (j - i) * UM_PAGE, true);
+		i = j;
+	}
+}
+
 /* One clock sweep of cache c until `want` bytes are freed; returns bytes
  * freed.  Chunks holding dirty pages are passed over (as if not there)
  * unless dirty_ok: they are written back and dropped only when clean ones
@@ -216,15 +251,7 @@ static uint64_t sweep(struct um_cache *c, uint64_t want, uint64_t busy_off, uint
 		if ((any & PG_DIRTY) && wb_range(c, off, len) < 0)
 			continue;
 		uint64_t before = c->c_resident;
-		if (c == busy_c && off < busy_off + busy_len && busy_off < off + len) {
-			/* Only the pages around the range being faulted in. */
-			if (busy_off > off)
-				evict_range(c, off, busy_off - off, true);
-			if (busy_off + busy_len < off + len)
-				evict_range(c, busy_off + busy_len, off + len - busy_off - busy_len, true);
-		} else {
-			evict_range(c, off, len, true);
-		}
+		evict_chunk(c, off, busy_off, busy_len, busy_c);
 		freed += before - c->c_resident;
 	}
 	return freed;

@@ -2233,7 +2233,23 @@ static int ummap_usable(char *why, size_t n)
 }
 #endif
 
+static void fuzz_run(void);
+
 Test(fuzz, differential)
+{
+	fuzz_run();
+}
+
+/* The same sequence with a budget of 16 pages (unless UMMAP_BUDGET says
+ * otherwise), so that eviction and writeback run all along, under the
+ * kernel's eye. */
+Test(fuzz, differential_small_budget)
+{
+	setenv("UMMAP_BUDGET", "64K", 0);
+	fuzz_run();
+}
+
+static void fuzz_run(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -2261,7 +2277,9 @@ Test(fuzz, differential)
 		cr_skip_test("ummap cannot start here (%s)", why);
 #endif
 	char replay[512];
-	snprintf(replay, sizeof replay, "FUZZ_SEED=%" PRIu64 " FUZZ_OPS=%zu%s%s%s%s%s%s%s",
+	const char *budget = getenv("UMMAP_BUDGET");
+	snprintf(replay, sizeof replay, "%s%s%sFUZZ_SEED=%" PRIu64 " FUZZ_OPS=%zu%s%s%s%s%s%s%s",
+		 budget ? "UMMAP_BUDGET=" : "", budget ? budget : "", budget ? " " : "",
 		 seed, nops, no ? " FUZZ_NO=" : "", no ? no : "", skip ? " FUZZ_SKIP=" : "", skip ? skip : "",
 		 g_coherence ? "" : " FUZZ_COHERENCE=none", g_murky ? (g_alias ? " FUZZ_ALIAS=1" : "") :
 		 (g_alias ? " FUZZ_MURKY=0 FUZZ_ALIAS=1" : " FUZZ_MURKY=0"),
