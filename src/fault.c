@@ -337,7 +337,6 @@ static void *fault_thread(void *arg)
 		if (!(pfd[0].revents & POLLIN))
 			continue;
 		um_signal_batch();
-		um_signal_batch();
 		ssize_t n = read(um.uffd, msgs, sizeof msgs);
 		if (n <= 0)
 			continue;

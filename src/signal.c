@@ -225,8 +225,9 @@ void um_signal_sigbus(pid_t tid, uintptr_t addr)
 			if (done > batch_start)
 				return; /* read before its episode ended: stale */
 			if (!done) {
-				/* Poisoned already: a message read before the
-				 * poison was in place. */
+				/* The fault repeats: poison the page, once
+				 * (messages read before the poison was in
+				 * place still arrive after it). */
 				if (!atomic_load(&pending[i].poisoned))
 					poison_pending(i);
 				return;
