@@ -114,7 +114,8 @@ static void fork_child(void)
 {
 	for (size_t i = 0; i < um.nregions; i++) {
 		struct um_region *r = &um.regions[i];
-		if (r->r_kind == UM_FILE_SHARED || r->r_kind == UM_FILE_PRIVATE)
+		/* (MADV_DONTFORK ranges are not in the child at all.) */
+		if ((r->r_kind == UM_FILE_SHARED || r->r_kind == UM_FILE_PRIVATE) && !r->r_dontfork)
 			sys_mmap((void *)r->r_start, r->r_end - r->r_start, PROT_NONE,
 				 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	}

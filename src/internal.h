@@ -111,6 +111,7 @@ struct um_region {
 	bool r_maywrite;	/* PROT_WRITE allowed (fd opened for writing) */
 	bool r_wp;		/* registered for write-protect tracking */
 	bool r_locked;
+	bool r_dontfork;		/* MADV_DONTFORK: absent from a fork child */
 	int r_advice;		/* MADV_NORMAL, RANDOM or SEQUENTIAL */
 	uint64_t r_fault_size;	/* 0 = process default */
 	uint64_t r_ra_max;	/* UINT64_MAX = process default */

@@ -281,6 +281,10 @@ static void advise_region(struct um_region *r, uintptr_t s, uintptr_t e, int adv
 	struct um_cache *c = r->r_cache;
 	uint64_t off = c ? r->r_off + (s - r->r_start) : 0, len = e - s;
 	switch (advice) {
+	case MADV_DONTFORK:
+	case MADV_DOFORK:
+		r->r_dontfork = advice == MADV_DONTFORK;
+		break;
 	case MADV_NORMAL:
 	case MADV_RANDOM:
 	case MADV_SEQUENTIAL:
@@ -345,7 +349,8 @@ int um_madvise(void *addr, size_t length, int advice)
 		um_unlock();
 		return fail(kerr);
 	}
-	bool split = advice == MADV_NORMAL || advice == MADV_RANDOM || advice == MADV_SEQUENTIAL;
+	bool split = advice == MADV_NORMAL || advice == MADV_RANDOM || advice == MADV_SEQUENTIAL ||
+		     advice == MADV_DONTFORK || advice == MADV_DOFORK;
 	if (!split || (!region_split_at(s) && !region_split_at(e)))
 		for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < e; i++) {
 			struct um_region *r = &um.regions[i];
