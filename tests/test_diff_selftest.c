@@ -280,3 +280,56 @@ Test(diff_selftest, rejects_a_scenario_that_crashes_on_the_kernel)
 				  &kernel_ops, getenv("DIFF_VERBOSE") == NULL),
 		     -1, "a scenario crashing on the kernel side was accepted");
 }
+
+/* Three processes store into their own pages, unmap, then process 0 reads
+ * the file. */
+static void sc_procs(const struct mm_ops *o, struct diff_log *log,
+		     const char *dir)
+{
+	int fd = -1;
+	if (diff_me() == 0)
+		fd = diff_mkfile(log, dir, "f", 3 * PG, 11);
+	D_SYNC(log);
+	if (diff_me() != 0)
+		fd = D_OPEN(log, dir, "f", O_RDWR);
+	char *p = D_MMAP(log, o, NULL, 3 * PG, PROT_READ | PROT_WRITE,
+			 MAP_SHARED, fd, 0);
+	D_FILL(log, p + (size_t)diff_me() * PG, 'a' + diff_me(), 10);
+	D_CALL(log, o->munmap(p, 3 * PG));
+	D_SYNC(log);
+	if (diff_me() == 0)
+		D_PREAD(log, fd, 0, 3 * PG);
+}
+
+static void sc_procs_one_missing(const struct mm_ops *o, struct diff_log *log,
+				 const char *dir)
+{
+	if (diff_me() == 1)
+		return; /* never reaches the D_SYNC below */
+	D_SYNC(log);
+}
+
+/* A shared file mapping made private: stores never reach the file. */
+static void *lossy_mmap_shared(void *a, size_t l, int prot, int flags, int fd,
+			       off_t off)
+{
+	if ((flags & MAP_SHARED) && !(flags & MAP_ANONYMOUS))
+		flags = (flags & ~MAP_SHARED) | MAP_PRIVATE;
+	return mmap(a, l, prot, flags, fd, off);
+}
+
+Test(diff_selftest, several_processes, .timeout = 120)
+{
+	cr_expect_eq(diff_run_ops_procs("procs", sc_procs, 3, &kernel_ops,
+					&kernel_ops, 0),
+		     0, "three processes diverged kernel against kernel");
+	struct mm_ops o = with(&kernel_ops);
+	o.mmap = lossy_mmap_shared;
+	int r = diff_run_ops_procs("procs: lost stores", sc_procs, 3,
+				   &kernel_ops, &o, getenv("DIFF_VERBOSE") == NULL);
+	cr_expect_gt(r, 0, "a lost store of another process not detected (%d)", r);
+	setenv("DIFF_TIMEOUT", "2", 1);
+	r = diff_run_ops_procs("procs: one missing", sc_procs_one_missing, 3,
+			       &kernel_ops, &kernel_ops, 1);
+	cr_expect_eq(r, -1, "a process missing a D_SYNC is a harness failure (%d)", r);
+}

@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -578,6 +579,42 @@ static int child_timeout(void)
 	return t > 0 ? t : 30;
 }
 
+static double now(void);
+
+/* The processes of one side's run: their barrier, in memory they share. */
+struct diff_barrier {
+	atomic_int arrived;
+	atomic_int generation;
+};
+static struct diff_barrier *proc_barrier;
+static int proc_me, proc_n = 1;
+
+int diff_me(void)
+{
+	return proc_me;
+}
+
+void diff_sync(struct diff_log *log, int line)
+{
+	if (proc_n < 2)
+		return;
+	struct diff_barrier *b = proc_barrier;
+	int gen = atomic_load(&b->generation);
+	if (atomic_fetch_add(&b->arrived, 1) + 1 == proc_n) {
+		atomic_store(&b->arrived, 0);
+		atomic_fetch_add(&b->generation, 1);
+		return;
+	}
+	double deadline = now() + child_timeout();
+	while (atomic_load(&b->generation) == gen) {
+		if (now() > deadline) {
+			diff_log_harness(log, line, "D_SYNC: another process never arrived");
+			_exit(DIFF_EXIT_HARNESS);
+		}
+		usleep(100);
+	}
+}
+
 static void run_child(diff_scenario fn, const struct mm_ops *o,
 		      struct diff_log *log, const char *dir)
 {
@@ -663,46 +700,9 @@ static double now(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* Runs fn with o into log (already mapped); returns 0, or -1 if the run
- * could not be made. */
-static int run_side(diff_scenario fn, const struct mm_ops *o,
-		    struct diff_log *log)
+/* How child pid ended, into log. */
+static void log_exit(struct diff_log *log, int status)
 {
-	const char *tmp = getenv("TMPDIR");
-	char dir[PATH_MAX];
-	snprintf(dir, sizeof dir, "%s/ummap-diff-XXXXXX",
-		 tmp && *tmp ? tmp : "/tmp");
-	if (!mkdtemp(dir)) {
-		fprintf(stderr, "diff: mkdtemp %s: %s\n", dir, strerror(errno));
-		return -1;
-	}
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid < 0) {
-		fprintf(stderr, "diff: fork: %s\n", strerror(errno));
-		rmdir(dir);
-		return -1;
-	}
-	if (pid == 0)
-		run_child(fn, o, log, dir);
-
-	int status = 0;
-	double deadline = now() + child_timeout() + 10;
-	for (;;) {
-		pid_t r = waitpid(pid, &status, WNOHANG);
-		if (r == pid)
-			break;
-		if (r < 0 && errno != EINTR) {
-			fprintf(stderr, "diff: waitpid: %s\n", strerror(errno));
-			return -1;
-		}
-		if (now() > deadline) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			break;
-		}
-		usleep(2000);
-	}
 	struct diff_entry *e;
 	if (WIFEXITED(status)) {
 		e = entry(log, DK_EXIT, 0, "child exited");
@@ -718,7 +718,79 @@ static int run_side(diff_scenario fn, const struct mm_ops *o,
 			commit(log);
 		}
 	}
-	log_dir(log, dir);
+}
+
+/* Runs fn with o in nproc processes, process i into logs[i] (already
+ * mapped); the directory's files go to logs[0].  Returns 0, or -1 if the
+ * run could not be made. */
+static int run_side(diff_scenario fn, const struct mm_ops *o,
+		    struct diff_log **logs, int nproc)
+{
+	const char *tmp = getenv("TMPDIR");
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof dir, "%s/ummap-diff-XXXXXX",
+		 tmp && *tmp ? tmp : "/tmp");
+	if (!mkdtemp(dir)) {
+		fprintf(stderr, "diff: mkdtemp %s: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	struct diff_barrier *bar = mmap(NULL, sizeof *bar, PROT_READ | PROT_WRITE,
+					MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (bar == MAP_FAILED) {
+		fprintf(stderr, "diff: barrier: %s\n", strerror(errno));
+		rmdir(dir);
+		return -1;
+	}
+	fflush(NULL);
+	pid_t pid[DIFF_MAX_PROCS];
+	int status[DIFF_MAX_PROCS] = { 0 }, live = 0;
+	for (int i = 0; i < nproc; i++) {
+		pid[i] = fork();
+		if (pid[i] < 0) {
+			fprintf(stderr, "diff: fork: %s\n", strerror(errno));
+			for (int k = 0; k < i; k++) {
+				kill(pid[k], SIGKILL);
+				waitpid(pid[k], NULL, 0);
+			}
+			munmap(bar, sizeof *bar);
+			log_dir(logs[0], dir);
+			return -1;
+		}
+		if (pid[i] == 0) {
+			proc_me = i;
+			proc_n = nproc;
+			proc_barrier = bar;
+			run_child(fn, o, logs[i], dir);
+		}
+		live++;
+	}
+	double deadline = now() + child_timeout() + 10;
+	while (live > 0) {
+		for (int i = 0; i < nproc; i++) {
+			if (!pid[i])
+				continue;
+			pid_t r = waitpid(pid[i], &status[i], WNOHANG);
+			if (r == pid[i] || (r < 0 && errno != EINTR)) {
+				pid[i] = 0;
+				live--;
+			}
+		}
+		if (live && now() > deadline) {
+			for (int i = 0; i < nproc; i++)
+				if (pid[i]) {
+					kill(pid[i], SIGKILL);
+					waitpid(pid[i], &status[i], 0);
+					pid[i] = 0;
+					live--;
+				}
+		}
+		if (live)
+			usleep(2000);
+	}
+	for (int i = 0; i < nproc; i++)
+		log_exit(logs[i], status[i]);
+	log_dir(logs[0], dir);
+	munmap(bar, sizeof *bar);
 	return 0;
 }
 
@@ -1066,60 +1138,96 @@ static void free_log(struct diff_log *log)
 	munmap(log, sizeof *log);
 }
 
-int diff_run_ops(const char *name, diff_scenario fn, const struct mm_ops *a,
-		 const struct mm_ops *b, int quiet)
+/* The kernel side's log must show a sound scenario: no crash outside its
+ * own mappings, no death by a signal. */
+static int check_reference(const char *name, struct diff_log *l, int quiet)
 {
-	struct diff_log *la = new_log(a->name), *lb = new_log(b->name);
-	int ret = -1;
-	if (!la || !lb) {
-		fprintf(stderr, "diff %s: cannot map the logs: %s\n", name,
-			strerror(errno));
-		goto out;
-	}
-	if (run_side(fn, a, la) != 0 || run_side(fn, b, lb) != 0)
-		goto out;
-	const char *v = getenv("DIFF_VERBOSE");
-	if (v && *v && *v != '0') {
-		fprintf(stderr, "---- %s: %s log\n", name, la->side);
-		print_log(stderr, la, 0, la->n, -1);
-		fprintf(stderr, "---- %s: %s log\n", name, lb->side);
-		print_log(stderr, lb, 0, lb->n, -1);
-	}
-	/* A scenario must not crash on the kernel outside its own mappings,
-	 * nor be killed there: that is a broken scenario, which would
-	 * otherwise "agree" with an equally broken ummap run. */
-	for (int i = 0; i < la->n; i++) {
-		const struct diff_entry *e = &la->e[i];
+	for (int i = 0; i < l->n; i++) {
+		const struct diff_entry *e = &l->e[i];
 		if ((e->kind == DK_FATAL && e->ptr.cls != DP_MAP) ||
 		    (e->kind == DK_EXIT && e->val < 0)) {
-			la->harness_errors++;
+			l->harness_errors++;
 			if (!quiet)
 				fprintf(stderr, "diff %s: the scenario itself "
 					"failed on the %s side (entry #%d)\n",
-					name, la->side, i);
+					name, l->side, i);
 		}
 	}
-	if (la->harness_errors) {
-		if (!quiet) {
-			fprintf(stderr, "diff %s: the harness failed on the %s "
-				"side:\n", name, la->side);
-			print_log(stderr, la, 0, la->n, -1);
+	if (l->harness_errors && !quiet) {
+		fprintf(stderr, "diff %s: the harness failed on the %s side:\n",
+			name, l->side);
+		print_log(stderr, l, 0, l->n, -1);
+	}
+	return l->harness_errors;
+}
+
+int diff_run_ops_procs(const char *name, diff_scenario fn, int nproc,
+		       const struct mm_ops *a, const struct mm_ops *b, int quiet)
+{
+	struct diff_log *la[DIFF_MAX_PROCS] = { 0 }, *lb[DIFF_MAX_PROCS] = { 0 };
+	int ret = -1;
+	if (nproc < 1 || nproc > DIFF_MAX_PROCS) {
+		fprintf(stderr, "diff %s: %d processes (1 to %d)\n", name, nproc,
+			DIFF_MAX_PROCS);
+		return -1;
+	}
+	for (int i = 0; i < nproc; i++) {
+		la[i] = new_log(a->name);
+		lb[i] = new_log(b->name);
+		if (!la[i] || !lb[i]) {
+			fprintf(stderr, "diff %s: cannot map the logs: %s\n",
+				name, strerror(errno));
+			goto out;
 		}
+	}
+	if (run_side(fn, a, la, nproc) != 0 || run_side(fn, b, lb, nproc) != 0)
 		goto out;
+	const char *v = getenv("DIFF_VERBOSE");
+	for (int i = 0; v && *v && *v != '0' && i < nproc; i++) {
+		fprintf(stderr, "---- %s: process %d, %s log\n", name, i, la[i]->side);
+		print_log(stderr, la[i], 0, la[i]->n, -1);
+		fprintf(stderr, "---- %s: process %d, %s log\n", name, i, lb[i]->side);
+		print_log(stderr, lb[i], 0, lb[i]->n, -1);
 	}
-	ret = compare(name, la, lb, quiet);
+	int bad = 0;
+	for (int i = 0; i < nproc; i++)
+		bad += check_reference(name, la[i], quiet);
+	if (bad)
+		goto out;
+	ret = 0;
+	for (int i = 0; i < nproc; i++) {
+		char who[256];
+		if (nproc > 1)
+			snprintf(who, sizeof who, "%s (process %d)", name, i);
+		else
+			snprintf(who, sizeof who, "%s", name);
+		ret += compare(who, la[i], lb[i], quiet);
+	}
 out:
-	free_log(la);
-	free_log(lb);
+	for (int i = 0; i < nproc; i++) {
+		free_log(la[i]);
+		free_log(lb[i]);
+	}
 	return ret;
 }
 
-void diff_run(const char *name, diff_scenario fn)
+int diff_run_ops(const char *name, diff_scenario fn, const struct mm_ops *a,
+		 const struct mm_ops *b, int quiet)
 {
-	int r = diff_run_ops(name, fn, &kernel_ops, &ummap_ops, 0);
+	return diff_run_ops_procs(name, fn, 1, a, b, quiet);
+}
+
+void diff_run_procs(const char *name, diff_scenario fn, int nproc)
+{
+	int r = diff_run_ops_procs(name, fn, nproc, &kernel_ops, &ummap_ops, 0);
 	if (r < 0)
 		cr_assert_fail("%s: the harness could not run the scenario", name);
 	else if (r > 0)
 		cr_assert_fail("%s: %s and %s diverge (%d entries differ; see above)",
 			name, kernel_ops.name, ummap_ops.name, r);
+}
+
+void diff_run(const char *name, diff_scenario fn)
+{
+	diff_run_procs(name, fn, 1);
 }

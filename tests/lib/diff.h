@@ -153,12 +153,28 @@ typedef void (*diff_scenario)(const struct mm_ops *o, struct diff_log *log,
 void diff_run(const char *name, diff_scenario fn);
 
 /*
+ * The same with nproc processes per side, all forked before either uses the
+ * calls under test (so each starts ummap on its own, as unrelated processes
+ * do), sharing the scenario's directory, each with a log of its own: the
+ * logs of process i are compared between the sides, and the files once all
+ * have ended.  In the scenario, diff_me() is the process's index and
+ * D_SYNC(log) waits until every process has reached its own D_SYNC (a
+ * barrier; a process that never arrives is a harness failure).
+ */
+void diff_run_procs(const char *name, diff_scenario fn, int nproc);
+int diff_me(void);
+void diff_sync(struct diff_log *log, int line);
+#define D_SYNC(log) diff_sync((log), __LINE__)
+
+/*
  * Runs fn with a and b; returns the number of differing entries (0 = the
  * same), or -1 if the harness itself failed.  Prints the divergence unless
  * quiet.  Does not touch Criterion's state: diff_run and the self-test use it.
  */
 int diff_run_ops(const char *name, diff_scenario fn, const struct mm_ops *a,
 		 const struct mm_ops *b, int quiet);
+int diff_run_ops_procs(const char *name, diff_scenario fn, int nproc,
+		       const struct mm_ops *a, const struct mm_ops *b, int quiet);
 
 /* Scenario declaration: DIFF_TEST(suite, name) { ...body using o, log, dir... } */
 #define DIFF_TEST(suite, name)                                               \
@@ -170,6 +186,19 @@ int diff_run_ops(const char *name, diff_scenario fn, const struct mm_ops *a,
 	}                                                                    \
 	static void suite##__##name(const struct mm_ops *o,                  \
 				    struct diff_log *log, const char *dir)
+
+/* A scenario of nproc processes: DIFF_TEST_PROCS(suite, name, nproc) { ... } */
+#define DIFF_TEST_PROCS(suite, name, nproc)                                  \
+	static void suite##__##name(const struct mm_ops *o,                  \
+				    struct diff_log *log, const char *dir);  \
+	Test(suite, name, .timeout = 180)                                    \
+	{                                                                    \
+		diff_run_procs(#suite "::" #name, suite##__##name, (nproc)); \
+	}                                                                    \
+	static void suite##__##name(const struct mm_ops *o,                  \
+				    struct diff_log *log, const char *dir)
+
+#define DIFF_MAX_PROCS 8
 
 /* ---- logging, called through the D_* macros below ---- */
 void diff_log_int(struct diff_log *log, int line, const char *text,
