@@ -7,6 +7,7 @@
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -283,4 +284,30 @@ DIFF_TEST(eof, ftruncate_up_zeroes_the_whole_old_tail)
 	D_PREAD(log, fd, 0, PG);
 	D_CALL(log, o->munmap(p, PG));
 	close(fd);
+}
+
+DIFF_TEST(eof, file_renamed_over_while_mapped)
+{
+	/* A mapping keeps the inode it mapped: renaming another file over
+	 * the name changes nothing for it, and a new mapping of the name
+	 * maps the new inode. */
+	int fd = diff_mkfile(log, dir, "f", 2 * PG, 13);
+	char *p = D_MMAP(log, o, NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	D_FILL(log, p + 10, 'o', 20);
+	int gd = diff_mkfile(log, dir, "g", PG, 14);
+	D_CALL(log, rename(diff_path(dir, "g"), diff_path(dir, "f")));
+	D_READ(log, p, 64);
+	int nd = D_OPEN(log, dir, "f", O_RDWR);
+	char *q = D_MMAP(log, o, NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, nd, 0);
+	D_READ(log, q, 64);
+	T_PEEK(log, q + PG + 1); /* the new file has one page */
+	D_FILL(log, q + 5, 'n', 5);
+	D_CALL(log, o->msync(p, 2 * PG, MS_SYNC));
+	D_FILE(log, fd); /* the old inode, unlinked, still open */
+	D_CALL(log, o->munmap(p, 2 * PG));
+	D_CALL(log, o->munmap(q, 2 * PG));
+	D_FILE(log, nd);
+	close(fd);
+	close(gd);
+	close(nd);
 }

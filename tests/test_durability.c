@@ -1,0 +1,106 @@
+/*
+ * test_durability.c - what msync promises, on real filesystems: after
+ * MS_SYNC the data is on the device (read back with O_DIRECT, past every
+ * cache), and a filesystem that fills up (a small tmpfs) makes msync report
+ * ENOSPC, keeps the data dirty, and writes it once there is room again.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include "ummap.h"
+
+#define MiB (1UL << 20)
+
+static uint8_t byte_at(uint64_t off, unsigned seed)
+{
+	return (uint8_t)((off * 2654435761u) >> 7) ^ (uint8_t)seed;
+}
+
+Test(durability, ms_sync_reaches_the_device)
+{
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	char path[256];
+	snprintf(path, sizeof path, "%s/ummap-durable.XXXXXX", tmp);
+	int fd = mkstemp(path);
+	cr_assert(fd >= 0);
+	cr_assert(ftruncate(fd, 4 * MiB) == 0);
+	int dfd = open(path, O_RDONLY | O_DIRECT);
+	if (dfd < 0) {
+		unlink(path);
+		cr_skip_test("O_DIRECT is not supported in %s (%s)", tmp, strerror(errno));
+	}
+	uint8_t *m = um_mmap(NULL, 4 * MiB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert(m != MAP_FAILED);
+	for (uint64_t i = 0; i < 4 * MiB; i += 3)
+		m[i] = byte_at(i, 1);
+	cr_assert(um_msync(m, 4 * MiB, MS_SYNC) == 0);
+	/* Past the page cache: what the device holds. */
+	uint8_t *buf;
+	cr_assert(posix_memalign((void **)&buf, 4096, 4 * MiB) == 0);
+	cr_assert(pread(dfd, buf, 4 * MiB, 0) == (ssize_t)(4 * MiB));
+	for (uint64_t i = 0; i < 4 * MiB; i++) {
+		uint8_t want = i % 3 == 0 ? byte_at(i, 1) : 0;
+		if (buf[i] != want)
+			cr_assert_fail("byte %lu on the device is %u, want %u", i, buf[i], want);
+	}
+	free(buf);
+	cr_assert(um_munmap(m, 4 * MiB) == 0);
+	close(dfd);
+	close(fd);
+	unlink(path);
+}
+
+Test(durability, a_full_filesystem_loses_nothing)
+{
+	char dir[] = "/tmp/ummap-full.XXXXXX";
+	cr_assert(mkdtemp(dir) != NULL);
+	/* In a mount namespace of this test's own, so that the mount goes
+	 * away with the process whatever happens. */
+	if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+	    mount("ummap-test", dir, "tmpfs", 0, "size=256k") != 0) {
+		int e = errno;
+		rmdir(dir);
+		cr_skip_test("cannot mount a small tmpfs (%s): run as root to check ENOSPC", strerror(e));
+	}
+	char path[300];
+	snprintf(path, sizeof path, "%s/f", dir);
+	int fd = open(path, O_RDWR | O_CREAT, 0600);
+	cr_assert(fd >= 0);
+	cr_assert(ftruncate(fd, 1 * MiB) == 0); /* sparse: fits until written */
+	uint8_t *m = um_mmap(NULL, 1 * MiB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert(m != MAP_FAILED);
+	for (uint64_t i = 0; i < 1 * MiB; i++)
+		m[i] = byte_at(i, 2);
+	errno = 0;
+	cr_expect(um_msync(m, 1 * MiB, MS_SYNC) == -1 && errno == ENOSPC, "msync on a full filesystem: errno %d",
+		  errno);
+	struct um_stats st;
+	cr_assert(um_stats(m, &st) == 0);
+	cr_expect(st.dirty_bytes > 0, "what could not be written stays dirty");
+	errno = 0;
+	cr_expect(um_msync(m, 1 * MiB, MS_SYNC) == -1 && errno == ENOSPC, "still full: reported again (%d)", errno);
+	/* Room again: everything is written. */
+	cr_assert(mount(NULL, dir, NULL, MS_REMOUNT, "size=4m") == 0);
+	cr_expect(um_msync(m, 1 * MiB, MS_SYNC) == 0, "msync once there is room: errno %d", errno);
+	cr_assert(um_stats(m, &st) == 0);
+	cr_expect(st.dirty_bytes == 0, "nothing left dirty (%lu)", st.dirty_bytes);
+	cr_assert(um_munmap(m, 1 * MiB) == 0);
+	uint8_t *buf = malloc(1 * MiB);
+	cr_assert(pread(fd, buf, 1 * MiB, 0) == (ssize_t)(1 * MiB));
+	for (uint64_t i = 0; i < 1 * MiB; i++)
+		if (buf[i] != byte_at(i, 2))
+			cr_assert_fail("byte %lu on disk is %u, want %u", i, buf[i], byte_at(i, 2));
+	free(buf);
+	close(fd);
+	umount2(dir, MNT_DETACH);
+	rmdir(dir);
+}
