@@ -87,6 +87,8 @@ void cache_free(struct um_cache *c)
 	close(c->c_memfd);
 	if (c->c_store)
 		c->c_store->ops->close(c->c_store);
+	if (c->c_swap)
+		c->c_swap->ops->close(c->c_swap);
 	free(c->c_pstate);
 	free(c);
 }
@@ -201,6 +203,29 @@ int cache_put(struct um_cache *c)
 	return e;
 }
 
+/* Pages [p, q) of a shared anonymous cache: swapped ones read back from
+ * the swap store, the others zero-filled. */
+static int anon_fill(struct um_cache *c, uint64_t p, uint64_t q)
+{
+	while (p < q) {
+		bool swapped = c->c_pstate[p] & PG_SWAPPED;
+		uint64_t r = p;
+		while (r < q && !!(c->c_pstate[r] & PG_SWAPPED) == swapped)
+			r++;
+		uint64_t off = p * UM_PAGE, len = (r - p) * UM_PAGE;
+		if (swapped) {
+			sys_madvise(c->c_win + off, len, MADV_POPULATE_WRITE);
+			ssize_t n = c->c_swap->ops->read(c->c_swap, c->c_win + off, len, off);
+			if (n < 0)
+				return (int)n;
+		} else if (fallocate(c->c_memfd, 0, (off_t)off, (off_t)len) < 0) {
+			return -errno;
+		}
+		p = r;
+	}
+	return 0;
+}
+
 /* Bring [off, off+len) of the store into the memfd: pages not PRESENT are
  * read, in runs.  Returns 0 or -errno of the first failing read. */
 int cache_fill(struct um_cache *c, uint64_t off, uint64_t len)
@@ -234,8 +259,10 @@ int cache_fill(struct um_cache *c, uint64_t off, uint64_t len)
 			 * which fill never sees (the page was absent). */
 			c->c_st.bytes_read += (uint64_t)n;
 			um.st.bytes_read += (uint64_t)n;
-		} else if (fallocate(c->c_memfd, 0, (off_t)boff, (off_t)blen) < 0) {
-			return -errno;
+		} else {
+			int e = anon_fill(c, p, q);
+			if (e)
+				return e;
 		}
 		for (uint64_t i = p; i < q; i++)
 			c->c_pstate[i] = PG_PRESENT | PG_REF;

@@ -104,11 +104,26 @@ static void at_exit(void)
  * processes, the child's engine stops: its file mappings are replaced by
  * inaccessible memory (an access raises SIGSEGV instead of reading holes of
  * the cache as zeros and corrupting the parent's pages), shared anonymous
- * mappings keep working (the kernel fills them with zeros, as ummap would),
- * and the um_* calls are the kernel's.  vfork and posix_spawn run no fork
+ * mappings keep working (every page is in the memfd: fork_prepare brought
+ * back what was swapped out; the kernel fills holes with zeros, as ummap
+ * would), and the um_* calls are the kernel's.  vfork and posix_spawn run no fork
  * handlers and share the parent's memory, so they are unaffected.
  */
-static void fork_prepare(void) { um_lock(); }
+/* Before fork(): bring every swapped anonymous page back (the child finds
+ * shared anonymous memory in the memfd, and ummap swaps nothing out from
+ * now on: see can_swap). */
+static void fork_prepare(void)
+{
+	um_lock();
+	um.forked = true;
+	for (struct um_cache *c = um.caches; c; c = c->c_next) {
+		if (!c->c_swap)
+			continue;
+		for (uint64_t p = 0; p < c->c_wext / UM_PAGE; p++)
+			if ((c->c_pstate[p] & PG_SWAPPED) && !(c->c_pstate[p] & PG_PRESENT))
+				cache_fill(c, p * UM_PAGE, UM_PAGE);
+	}
+}
 static void fork_parent(void) { um_unlock(); }
 static void fork_child(void)
 {

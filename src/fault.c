@@ -185,7 +185,7 @@ static bool read_error(struct um_cache *c, uint64_t off, uintptr_t addr, pid_t t
 {
 	for (int tries = 0; tries < 1000; tries++) {
 		enum um_error_action act = UM_ERROR_SIGBUS;
-		if (um.err_handler)
+		if (um.err_handler && c->c_store) /* (a swap read error: SIGBUS) */
 			act = um.err_handler((void *)addr, c->c_store->fd, (off_t)off, err, um.err_arg);
 		if (act == UM_ERROR_RETRY) {
 			err = -cache_fill(c, off, UM_PAGE);

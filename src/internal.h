@@ -62,6 +62,7 @@ enum {
 	PG_DIRTY = 1 << 1,   /* differs from the store */
 	PG_REF = 1 << 2,     /* faulted since the clock hand last passed */
 	PG_ZERO = 1 << 3,    /* zeros the error handler chose: never written back */
+	PG_SWAPPED = 1 << 4, /* anonymous: its content is in the swap store */
 };
 
 /* A cache object: the cached pages of one file (or of one shared anonymous
@@ -70,6 +71,7 @@ struct um_cache {
 	dev_t c_dev;		/* key: device and inode of the file */
 	ino_t c_ino;
 	struct um_store *c_store; /* NULL for shared anonymous memory */
+	struct um_store *c_swap; /* anonymous: where evicted pages go, once needed */
 	int c_memfd;		/* the pages, at their file offsets */
 	uint8_t *c_win;		/* unregistered mapping of the memfd */
 	uint64_t c_extent;	/* memfd size: the furthest mapped offset */
@@ -147,6 +149,7 @@ struct um_engine {
 	pthread_t fault_thread, wb_thread;
 	struct um_config cfg;
 	uint64_t resident;	/* all caches' PRESENT bytes */
+	bool forked;		/* fork() was called: anonymous pages stay in memory */
 	uint64_t anon;		/* private anonymous bytes resident, sampled */
 	uint64_t anon_at;	/* when (CLOCK_MONOTONIC ns) */
 	struct um_stats st;	/* process counters (resident/dirty derived) */

@@ -304,9 +304,11 @@ static void advise_region(struct um_region *r, uintptr_t s, uintptr_t e, int adv
 		/* The kernel punched the memfd; the file loses the range too. */
 		if (c) {
 			evict_range(c, off, len, false);
-			if (c->c_store && c->c_store->fd >= 0)
-				fallocate(c->c_store->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-					  (off_t)len);
+			struct um_store *st = c->c_store ? c->c_store : c->c_swap;
+			if (st && st->fd >= 0)
+				fallocate(st->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+			for (uint64_t p = off / UM_PAGE; p < (off + len) / UM_PAGE && p < c->c_wext / UM_PAGE; p++)
+				c->c_pstate[p] &= (uint8_t)~PG_SWAPPED;
 		}
 		break;
 	case MADV_PAGEOUT:

@@ -32,6 +32,8 @@ struct um_store {
 /* store_file.c: the default store, a regular file. */
 struct um_store *store_file_open(int fd, int want_write, int *err);
 int store_file_upgrade(struct um_store *s, int fd);
+/* The swap store of shared anonymous memory (see store_file.c). */
+struct um_store *store_swap_open(int *err);
 
 /* Fault injection for tests: when set, reads/writes of the file store fail
  * with this errno (0 = off).  Set through UMMAP_FAIL_READ/UMMAP_FAIL_WRITE. */

@@ -125,3 +125,22 @@ int store_file_upgrade(struct um_store *s, int fd)
 	s->writable = 1;
 	return 0;
 }
+
+/*
+ * A swap store for shared anonymous memory: a file store on an unnamed file
+ * (O_TMPFILE in $TMPDIR, mode 0600: no name anyone could open), holding
+ * evicted pages at their offsets; holes read as zeros.  Closing it frees
+ * its space.
+ */
+struct um_store *store_swap_open(int *err)
+{
+	const char *dir = getenv("TMPDIR");
+	int fd = open(dir && *dir ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		*err = errno;
+		return NULL;
+	}
+	struct um_store *s = store_file_open(fd, 1, err);
+	close(fd);
+	return s;
+}

@@ -160,7 +160,7 @@ void evict_range(struct um_cache *c, uint64_t off, uint64_t len, bool clean_only
 		while (q < end && (c->c_pstate[q] & PG_PRESENT) &&
 		       !(clean_only && (c->c_pstate[q] & PG_DIRTY))) {
 			dirty += (c->c_pstate[q] & PG_DIRTY) != 0;
-			c->c_pstate[q++] = 0;
+			c->c_pstate[q++] &= PG_SWAPPED; /* a swapped copy stays */
 		}
 		uint64_t boff = p * UM_PAGE, blen = (q - p) * UM_PAGE;
 		/* Unmaps the pages from every VMA, then frees them. */
@@ -223,6 +223,44 @@ static void evict_chunk(struct um_cache *c, uint64_t off, uint64_t busy_off, uin
 	}
 }
 
+/*
+ * Shared anonymous memory has no file: its evicted pages go to a swap store,
+ * opened on first need.  Not after fork(): a child does not serve its own
+ * faults yet, so it must find every page in memory (see config.c).
+ */
+static bool can_swap(struct um_cache *c)
+{
+	int err;
+	if (um.forked)
+		return false;
+	if (!c->c_swap)
+		c->c_swap = store_swap_open(&err);
+	return c->c_swap != NULL;
+}
+
+/* Write the present pages of [p, pend) to the swap store (all of them:
+ * nothing tracks stores to anonymous pages) and mark them swapped. */
+static int swap_out(struct um_cache *c, uint64_t p, uint64_t pend)
+{
+	for (uint64_t i = p; i < pend;) {
+		if (!(c->c_pstate[i] & PG_PRESENT)) {
+			i++;
+			continue;
+		}
+		uint64_t j = i;
+		while (j < pend && (c->c_pstate[j] & PG_PRESENT))
+			j++;
+		uint64_t off = i * UM_PAGE, len = (j - i) * UM_PAGE;
+		ssize_t n = c->c_swap->ops->write(c->c_swap, c->c_win + off, len, off);
+		if (n < 0)
+			return (int)n;
+		for (uint64_t k = i; k < j; k++)
+			c->c_pstate[k] |= PG_SWAPPED;
+		i = j;
+	}
+	return 0;
+}
+
 /* One clock sweep of cache c until `want` bytes are freed; returns bytes
  * freed.  Chunks holding dirty pages are passed over (as if not there)
  * unless dirty_ok: they are written back and dropped only when clean ones
@@ -230,25 +268,28 @@ static void evict_chunk(struct um_cache *c, uint64_t off, uint64_t busy_off, uin
 static uint64_t sweep(struct um_cache *c, uint64_t want, uint64_t busy_off, uint64_t busy_len,
 		      struct um_cache *busy_c, bool dirty_ok)
 {
-	uint64_t chunks = c->c_wext / (UM_EVICT_CHUNK * UM_PAGE), freed = 0;
-	if (!c->c_store || !chunks || !c->c_resident || (!dirty_ok && c->c_dirty >= c->c_resident))
+	/* The last chunk may be partial (a shared anonymous object of any size). */
+	uint64_t pages = c->c_wext / UM_PAGE, chunks = (pages + UM_EVICT_CHUNK - 1) / UM_EVICT_CHUNK, freed = 0;
+	if (!chunks || !c->c_resident || (!dirty_ok && c->c_dirty >= c->c_resident) ||
+	    (!c->c_store && !can_swap(c)))
 		return 0;
 	for (uint64_t step = 0; step < 2 * chunks && freed < want; step++) {
 		uint64_t k = c->c_clock++ % chunks;
-		uint64_t p = k * UM_EVICT_CHUNK, off = p * UM_PAGE, len = UM_EVICT_CHUNK * UM_PAGE;
+		uint64_t p = k * UM_EVICT_CHUNK, pend = p + UM_EVICT_CHUNK < pages ? p + UM_EVICT_CHUNK : pages;
+		uint64_t off = p * UM_PAGE, len = (pend - p) * UM_PAGE;
 		uint8_t any = 0;
-		for (uint64_t i = p; i < p + UM_EVICT_CHUNK; i++)
+		for (uint64_t i = p; i < pend; i++)
 			any |= c->c_pstate[i];
 		if (!(any & PG_PRESENT) || (!dirty_ok && (any & PG_DIRTY)))
 			continue;
 		if (any & PG_REF) {
-			for (uint64_t i = p; i < p + UM_EVICT_CHUNK; i++)
+			for (uint64_t i = p; i < pend; i++)
 				c->c_pstate[i] &= (uint8_t)~PG_REF;
 			continue;
 		}
 		if (chunk_locked(c, off, len))
 			continue;
-		if ((any & PG_DIRTY) && wb_range(c, off, len) < 0)
+		if (!c->c_store ? swap_out(c, p, pend) < 0 : (any & PG_DIRTY) && wb_range(c, off, len) < 0)
 			continue;
 		uint64_t before = c->c_resident;
 		evict_chunk(c, off, busy_off, busy_len, busy_c);

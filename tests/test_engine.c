@@ -355,6 +355,64 @@ Test(budget, private_anonymous_memory_counts)
 	unlink(path);
 }
 
+static int open_fds(void)
+{
+	int n = 0;
+	DIR *d = opendir("/proc/self/fd");
+	while (d && readdir(d))
+		n++;
+	if (d)
+		closedir(d);
+	return n;
+}
+
+Test(budget, shared_anonymous_memory_beyond_the_budget)
+{
+	/* 32 MiB of shared anonymous memory under an 8 MiB budget: cold pages
+	 * go to a swap file and come back with their contents; a fork child
+	 * then sees every page; munmap gives the swap file back. */
+	const uint64_t budget = 8 * MiB, size = 32 * MiB, slack = 2 * MiB;
+	struct um_config cfg = { .budget = budget };
+	cr_assert(um_configure(&cfg) == 0);
+	int fds = open_fds();
+	uint64_t *m = um_mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(m != MAP_FAILED);
+	struct um_stats st;
+	uint64_t worst = 0;
+	for (uint64_t i = 0; i < size / 8; i += 64) {
+		m[i] = word(i * 8, 15);
+		if ((i & 0xffff) == 0) {
+			um_stats(NULL, &st);
+			worst = st.resident_bytes > worst ? st.resident_bytes : worst;
+		}
+	}
+	for (int pass = 0; pass < 2; pass++)
+		for (uint64_t i = 0; i < size / 8; i += 64)
+			if (m[i] != word(i * 8, 15))
+				cr_assert_fail("pass %d: word %lu is %lx, want %lx", pass, i, m[i], word(i * 8, 15));
+	cr_expect(worst <= budget + slack, "resident %lu > budget %lu", worst, budget);
+	cr_assert(um_stats(m, &st) == 0);
+	cr_expect(st.evictions > 0 && st.resident_bytes <= budget + slack, "evictions %lu, resident %lu",
+		  st.evictions, st.resident_bytes);
+	/* MADV_REMOVE frees pages, swapped ones too: they read as zeros. */
+	cr_assert(um_madvise(m, 1 * MiB, MADV_REMOVE) == 0);
+	cr_expect(m[64] == 0 && m[1 * MiB / 8] == word(1 * MiB, 15), "after MADV_REMOVE");
+	pid_t pid = fork();
+	if (pid == 0) {
+		for (uint64_t i = 1 * MiB / 8; i < size / 8; i += 64)
+			if (m[i] != word(i * 8, 15))
+				_exit(1);
+		m[size / 8 - 64] = 42; /* shared with the parent */
+		_exit(0);
+	}
+	int status = 0;
+	waitpid(pid, &status, 0);
+	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child saw every page (status %d)", status);
+	cr_expect(m[size / 8 - 64] == 42, "and the parent sees the child's store");
+	cr_assert(um_munmap(m, size) == 0);
+	cr_expect(open_fds() == fds, "munmap closed the swap file (%d descriptors, %d before)", open_fds(), fds);
+}
+
 Test(config, stats_per_mapping)
 {
 	/* Two mappings of one file: each counts its own faults, however it
