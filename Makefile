@@ -74,8 +74,9 @@ tsan:
 	$(MAKE) B=build-tsan OPT=-O1 SAN="-fsanitize=thread" all build-tsan/tests/test_threads
 	B=build-tsan sh tests/run.sh build-tsan/tests/test_threads
 
-# The long fuzzer run (1,000,000 operations), without stores beyond the end
-# of file (README: the kernel's answer there depends on its flusher).
+# The long fuzzer runs (1,000,000 operations, default and 64 KiB budgets),
+# without stores beyond the end of file (README: the kernel's answer there
+# depends on its flusher).
 fuzz-long: $(B)/tests/test_fuzz
 	FUZZ_SEED=$${FUZZ_SEED:-3} FUZZ_OPS=$${FUZZ_OPS:-1000000} FUZZ_MURKY=$${FUZZ_MURKY:-0} \
 	  $(B)/tests/test_fuzz --jobs=1
