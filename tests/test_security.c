@@ -1,0 +1,107 @@
+/*
+ * test_security.c - another user cannot reach a process's cache objects.
+ *
+ * A process's caches are memfds and its swap files unnamed O_TMPFILE files:
+ * nothing in the file system names them, and the only ways in, the
+ * process's /proc/<pid>/fd and map_files entries, are closed to other
+ * users.  Checked from a child that drops to the nobody user (needs root,
+ * and says so when it skips).
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ummap.h"
+
+#define MiB (1UL << 20)
+
+/* ummap's descriptors in this process: cache memfds and swap files. */
+static int ummap_fds(int *fds, int max)
+{
+	int n = 0;
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	while (d && (de = readdir(d)) && n < max) {
+		char link[300], target[512];
+		snprintf(link, sizeof link, "/proc/self/fd/%s", de->d_name);
+		ssize_t k = readlink(link, target, sizeof target - 1);
+		if (k <= 0)
+			continue;
+		target[k] = 0;
+		if (strstr(target, "memfd:ummap-cache") || (strstr(target, "/#") && strstr(target, "(deleted)")))
+			fds[n++] = atoi(de->d_name);
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+Test(security, other_users_cannot_open_cache_objects)
+{
+	if (geteuid() != 0)
+		cr_skip_test("needs root to drop to another user");
+	char path[] = "/tmp/ummap-sec.XXXXXX";
+	int fd = mkstemp(path);
+	cr_assert(fd >= 0);
+	cr_assert(fchmod(fd, 0644) == 0 && ftruncate(fd, 1 * MiB) == 0);
+	char *f = um_mmap(NULL, 1 * MiB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert(f != MAP_FAILED);
+	memset(f, 'x', 1 * MiB);
+	/* Shared anonymous memory beyond the budget: a swap file too. */
+	struct um_config cfg = { .budget = 4 * MiB };
+	cr_assert(um_configure(&cfg) == 0);
+	char *a = um_mmap(NULL, 16 * MiB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(a != MAP_FAILED);
+	memset(a, 'y', 16 * MiB);
+	int fds[64];
+	int n = ummap_fds(fds, 64);
+	cr_assert(n >= 3, "expected the file's and the anonymous object's memfds and a swap file, found %d", n);
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (setgid(65534) != 0 || setuid(65534) != 0)
+			_exit(100);
+		int opened = 0;
+		for (int i = 0; i < n; i++) {
+			char p[64];
+			snprintf(p, sizeof p, "/proc/%d/fd/%d", (int)parent, fds[i]);
+			int x = open(p, O_RDONLY);
+			if (x >= 0) {
+				opened++;
+				close(x);
+			}
+		}
+		/* Nor through the mappings. */
+		char p[96];
+		snprintf(p, sizeof p, "/proc/%d/map_files/%lx-%lx", (int)parent, (unsigned long)f,
+			 (unsigned long)(f + 1 * MiB));
+		int x = open(p, O_RDONLY);
+		if (x >= 0) {
+			opened++;
+			close(x);
+		}
+		_exit(opened);
+	}
+	int status = 0;
+	waitpid(pid, &status, 0);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) != 100, "could not drop to uid 65534");
+	cr_expect(WEXITSTATUS(status) == 0, "another user opened %d of ummap's objects", WEXITSTATUS(status));
+	/* The same opens as this user work: the test looks at the right files. */
+	char p[64];
+	snprintf(p, sizeof p, "/proc/self/fd/%d", fds[0]);
+	int x = open(p, O_RDONLY);
+	cr_expect(x >= 0, "the owner can open %s: %s", p, strerror(errno));
+	if (x >= 0)
+		close(x);
+	cr_assert(um_munmap(a, 16 * MiB) == 0 && um_munmap(f, 1 * MiB) == 0);
+	close(fd);
+	unlink(path);
+}
