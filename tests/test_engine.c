@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -492,5 +493,45 @@ Test(fork, child_cannot_corrupt_parent)
 	uint64_t v;
 	cr_assert(pread(fd, &v, 8, 0) == 8);
 	cr_expect(v == 42);
+	unlink(path);
+}
+
+extern char **environ;
+
+Test(fork, exec_spawn_and_system_leave_the_mappings_working)
+{
+	/* vfork, posix_spawn and system() share or replace the address space
+	 * without fork handlers; fork + exec replaces the child's.  The
+	 * parent's mappings go on working, their stores reach the file. */
+	int fd = make_file(1 * MiB, 16);
+	uint64_t *m = um_mmap(NULL, 1 * MiB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert(m != MAP_FAILED);
+	m[0] = 7;
+	char *argv[] = { "true", NULL };
+	pid_t pid;
+	int status = 0;
+	cr_expect(posix_spawnp(&pid, "true", NULL, NULL, argv, environ) == 0, "posix_spawn");
+	cr_expect(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	cr_expect(system("true") == 0, "system()");
+	pid = vfork();
+	if (pid == 0) {
+		execlp("true", "true", (char *)NULL);
+		_exit(127);
+	}
+	cr_expect(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0, "vfork+exec");
+	pid = fork();
+	if (pid == 0) {
+		execlp("true", "true", (char *)NULL);
+		_exit(127);
+	}
+	cr_expect(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0, "fork+exec");
+	for (uint64_t i = 1; i < 1 * MiB / 8; i += 512)
+		if (m[i] != word(i * 8, 16))
+			cr_assert_fail("word %lu after the children is %lx", i, m[i]);
+	m[1] = 8;
+	cr_assert(um_munmap(m, 1 * MiB) == 0);
+	uint64_t v[2];
+	cr_assert(pread(fd, v, 16, 0) == 16);
+	cr_expect(v[0] == 7 && v[1] == 8, "stores before and after the children reached the file");
 	unlink(path);
 }
