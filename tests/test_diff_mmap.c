@@ -18,12 +18,6 @@
 
 #define PG DIFF_PG
 
-#ifndef MAP_SYNC
-#define MAP_SYNC 0x80000
-#endif
-#ifndef MAP_DROPPABLE
-#define MAP_DROPPABLE 0x08
-#endif
 #define MAP_UNKNOWN_BIT 0x200000 /* no MAP_* flag uses it */
 
 static const int prots[] = {

@@ -38,29 +38,17 @@
 
 /* ---------------------------------------------------------------- ops */
 
-const struct mm_ops kernel_ops = {
-	.name = "kernel",
-	.mmap = mmap,
-	.munmap = munmap,
-	.msync = msync,
-	.mprotect = mprotect,
-	.madvise = madvise,
-	.mremap = mremap,
-	.ftruncate = ftruncate,
-};
+/* The kernel's calls, for the reference side (and both sides of the
+ * harness self-check build). */
+#define KERNEL_CALLS                                                         \
+	.mmap = mmap, .munmap = munmap, .msync = msync, .mprotect = mprotect, \
+	.madvise = madvise, .mremap = mremap, .ftruncate = ftruncate
+
+const struct mm_ops kernel_ops = { .name = "kernel", KERNEL_CALLS };
 
 #ifdef DIFF_KERNEL_ONLY
 /* Harness self-check build: both sides are the kernel. */
-const struct mm_ops ummap_ops = {
-	.name = "kernel-as-ummap",
-	.mmap = mmap,
-	.munmap = munmap,
-	.msync = msync,
-	.mprotect = mprotect,
-	.madvise = madvise,
-	.mremap = mremap,
-	.ftruncate = ftruncate,
-};
+const struct mm_ops ummap_ops = { .name = "kernel-as-ummap", KERNEL_CALLS };
 #else
 const struct mm_ops ummap_ops = {
 	.name = "ummap",

@@ -54,6 +54,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "mman_compat.h"
+
 /* The seven calls under test. */
 struct mm_ops {
 	const char *name;
