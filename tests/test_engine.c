@@ -5,7 +5,6 @@
  * or call the handler, writeback errors are reported and nothing is lost.
  */
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -20,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fds.h"
 #include "ummap.h"
 
 /* Fault injection in the file store (src/store.h). */
@@ -52,23 +52,18 @@ static uint64_t word(uint64_t off, uint64_t seed)
 
 /* Bytes the kernel holds for ummap's caches: the memfds' allocated blocks,
  * found through /proc/self/fd independently of ummap's own counters. */
+static void add_cache_blocks(int fd, const char *target, void *arg)
+{
+	struct stat st;
+	if (strstr(target, "memfd:ummap-cache") && fstat(fd, &st) == 0)
+		*(uint64_t *)arg += (uint64_t)st.st_blocks * 512;
+}
+
+/* Bytes the cache memfds hold, as the kernel counts them. */
 static uint64_t cache_memory(void)
 {
 	uint64_t total = 0;
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		char p[300], target[256];
-		snprintf(p, sizeof p, "/proc/self/fd/%s", e->d_name);
-		ssize_t n = readlink(p, target, sizeof target - 1);
-		if (n <= 0)
-			continue;
-		target[n] = 0;
-		struct stat st;
-		if (strstr(target, "memfd:ummap-cache") && stat(p, &st) == 0)
-			total += (uint64_t)st.st_blocks * 512;
-	}
-	closedir(d);
+	fds_each(add_cache_blocks, &total);
 	return total;
 }
 
@@ -356,17 +351,6 @@ Test(budget, private_anonymous_memory_counts)
 	unlink(path);
 }
 
-static int open_fds(void)
-{
-	int n = 0;
-	DIR *d = opendir("/proc/self/fd");
-	while (d && readdir(d))
-		n++;
-	if (d)
-		closedir(d);
-	return n;
-}
-
 Test(budget, shared_anonymous_memory_beyond_the_budget)
 {
 	/* 32 MiB of shared anonymous memory under an 8 MiB budget: cold pages
@@ -375,7 +359,7 @@ Test(budget, shared_anonymous_memory_beyond_the_budget)
 	const uint64_t budget = 8 * MiB, size = 32 * MiB, slack = 2 * MiB;
 	struct um_config cfg = { .budget = budget };
 	cr_assert(um_configure(&cfg) == 0);
-	int fds = open_fds();
+	int fds = fds_each(NULL, NULL);
 	uint64_t *m = um_mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	cr_assert(m != MAP_FAILED);
 	struct um_stats st;
@@ -411,7 +395,7 @@ Test(budget, shared_anonymous_memory_beyond_the_budget)
 	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child saw every page (status %d)", status);
 	cr_expect(m[size / 8 - 64] == 42, "and the parent sees the child's store");
 	cr_assert(um_munmap(m, size) == 0);
-	cr_expect(open_fds() == fds, "munmap closed the swap file (%d descriptors, %d before)", open_fds(), fds);
+	cr_expect(fds_each(NULL, NULL) == fds, "munmap closed the swap file (%d descriptors, %d before)", fds_each(NULL, NULL), fds);
 }
 
 Test(config, stats_per_mapping)

@@ -8,7 +8,6 @@
  * and says so when it skips).
  */
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -19,29 +18,23 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fds.h"
 #include "ummap.h"
 
 #define MiB (1UL << 20)
 
-/* ummap's descriptors in this process: cache memfds and swap files. */
-static int ummap_fds(int *fds, int max)
+/* ummap's descriptors in this process: cache memfds and swap files
+ * (unnamed files show as "/dir/#inode (deleted)"). */
+struct found {
+	int fd[64];
+	int n;
+};
+
+static void note_ummap_fd(int fd, const char *target, void *arg)
 {
-	int n = 0;
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *de;
-	while (d && (de = readdir(d)) && n < max) {
-		char link[300], target[512];
-		snprintf(link, sizeof link, "/proc/self/fd/%s", de->d_name);
-		ssize_t k = readlink(link, target, sizeof target - 1);
-		if (k <= 0)
-			continue;
-		target[k] = 0;
-		if (strstr(target, "memfd:ummap-cache") || (strstr(target, "/#") && strstr(target, "(deleted)")))
-			fds[n++] = atoi(de->d_name);
-	}
-	if (d)
-		closedir(d);
-	return n;
+	struct found *f = arg;
+	if (f->n < 64 && (strstr(target, "memfd:ummap-cache") || (strstr(target, "/#") && strstr(target, "(deleted)"))))
+		f->fd[f->n++] = fd;
 }
 
 Test(security, other_users_cannot_open_cache_objects)
@@ -61,8 +54,9 @@ Test(security, other_users_cannot_open_cache_objects)
 	char *a = um_mmap(NULL, 16 * MiB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	cr_assert(a != MAP_FAILED);
 	memset(a, 'y', 16 * MiB);
-	int fds[64];
-	int n = ummap_fds(fds, 64);
+	struct found found = { .n = 0 };
+	fds_each(note_ummap_fd, &found);
+	int *fds = found.fd, n = found.n;
 	cr_assert(n >= 3, "expected the file's and the anonymous object's memfds and a swap file, found %d", n);
 	pid_t parent = getpid();
 	pid_t pid = fork();
