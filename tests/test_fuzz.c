@@ -1147,20 +1147,33 @@ static uint64_t fsize(int fd)
 	return fstat(fd, &st) == 0 ? (uint64_t)st.st_size : UINT64_MAX;
 }
 
+/* Do the bytes [a, a+n) reach, through shared file segment g, past the end
+ * of its file within the file's last partial page?  If so, *foff is the
+ * file offset of the first such byte and *at its distance from a. */
+static bool murky_byte(struct side *S, const struct seg *g, uintptr_t a, uint64_t n, uint64_t *foff,
+		       uint64_t *at)
+{
+	if (g->mt != MT_FSH || g->e <= a || g->s >= a + n)
+		return false;
+	uintptr_t lo = g->s > a ? g->s : a, hi = g->e < a + n ? g->e : a + n;
+	uint64_t flo = g->foff + (lo - g->s), fhi = flo + (hi - lo);
+	uint64_t sz = fsize(S->fd[g->f]);
+	if (sz % PG == 0 || fhi <= sz || flo >= pgup(sz))
+		return false;
+	*foff = flo > sz ? flo : sz;
+	*at = (lo - a) + (*foff - flo);
+	return true;
+}
+
 static void murky_check(struct side *S, uintptr_t a, uint64_t n)
 {
 	uint64_t first[NFILE] = { 0 };
 	bool hit[NFILE] = { false };
 	for (int i = 0; i < S->nseg; i++) {
 		const struct seg *g = &S->seg[i];
-		if (g->mt != MT_FSH || g->e <= a || g->s >= a + n)
+		uint64_t at, dist;
+		if (!murky_byte(S, g, a, n, &at, &dist))
 			continue;
-		uintptr_t lo = g->s > a ? g->s : a, hi = g->e < a + n ? g->e : a + n;
-		uint64_t flo = g->foff + (lo - g->s), fhi = flo + (hi - lo);
-		uint64_t sz = fsize(S->fd[g->f]);
-		if (sz % PG == 0 || fhi <= sz || flo >= pgup(sz))
-			continue;
-		uint64_t at = flo > sz ? flo : sz;
 		if (!hit[g->f] || at < first[g->f])
 			first[g->f] = at;
 		hit[g->f] = true;
@@ -1178,17 +1191,8 @@ static uint64_t murky_limit(struct side *S, uintptr_t a, uint64_t n)
 {
 	uint64_t lim = n;
 	for (int i = 0; i < S->nseg; i++) {
-		const struct seg *g = &S->seg[i];
-		if (g->mt != MT_FSH || g->e <= a || g->s >= a + n)
-			continue;
-		uintptr_t lo = g->s > a ? g->s : a, hi = g->e < a + n ? g->e : a + n;
-		uint64_t flo = g->foff + (lo - g->s), fhi = flo + (hi - lo);
-		uint64_t sz = fsize(S->fd[g->f]);
-		if (sz % PG == 0 || fhi <= sz || flo >= pgup(sz))
-			continue;
-		uint64_t first = flo > sz ? flo : sz; /* file offset of the first murky byte */
-		uint64_t at = (lo - a) + (first - flo);
-		if (at < lim)
+		uint64_t foff, at;
+		if (murky_byte(S, &S->seg[i], a, n, &foff, &at) && at < lim)
 			lim = at;
 	}
 	return lim;
