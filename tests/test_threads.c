@@ -276,13 +276,15 @@ static void check_file(struct shared *s, const char *what)
 		     "offset %#lx", what, errs, first);
 }
 
-THREAD_TEST(disjoint_page_writers_then_msync, 120)
+/* Writers and readers over a shared mapping of a file of `pages` pages;
+ * then every page in memory, and the file after msync and after munmap. */
+static void writers_and_readers_on(size_t pages, unsigned seed, const char *what)
 {
 	struct shared s;
-	make_file(&s, 256, 4);
+	make_file(&s, pages, seed);
 	map_file(&s, PROT_READ | PROT_WRITE, MAP_SHARED);
 	run_workers(&s, writers_and_readers, NTHREADS);
-	expect_no_errors(&s, "writers and readers");
+	expect_no_errors(&s, what);
 	for (size_t pg = 0; pg < s.pages; pg++)
 		check_page(&s, pg, page_seed(&s, pg));
 	expect_no_errors(&s, "mapping after join");
@@ -291,6 +293,11 @@ THREAD_TEST(disjoint_page_writers_then_msync, 120)
 	T_EXPECT(o->munmap(s.map, s.pages * PG) == 0, "munmap: %s", strerror(errno));
 	check_file(&s, "file after munmap");
 	close(s.fd);
+}
+
+THREAD_TEST(disjoint_page_writers_then_msync, 120)
+{
+	writers_and_readers_on(256, 4, "writers and readers");
 }
 
 /* Every thread writes its own eighth of every page: the first write to a
@@ -350,18 +357,7 @@ THREAD_TEST(writers_and_readers_under_eviction, 180)
 	struct um_config cfg = { .budget = 64 * PG };
 	T_ASSERT(um_configure(&cfg) == 0, "um_configure: %s", strerror(errno));
 #endif
-	struct shared s;
-	make_file(&s, 1024, 6);
-	map_file(&s, PROT_READ | PROT_WRITE, MAP_SHARED);
-	run_workers(&s, writers_and_readers, NTHREADS);
-	expect_no_errors(&s, "writers and readers under eviction");
-	for (size_t pg = 0; pg < s.pages; pg++)
-		check_page(&s, pg, page_seed(&s, pg));
-	expect_no_errors(&s, "mapping after join");
-	T_EXPECT(o->msync(s.map, s.pages * PG, MS_SYNC) == 0, "msync: %s", strerror(errno));
-	check_file(&s, "file after msync");
-	T_EXPECT(o->munmap(s.map, s.pages * PG) == 0, "munmap: %s", strerror(errno));
-	close(s.fd);
+	writers_and_readers_on(1024, 6, "writers and readers under eviction");
 }
 
 #ifdef THREADS_OWN_MAIN
