@@ -119,9 +119,20 @@ static void fork_prepare(void)
 	for (struct um_cache *c = um.caches; c; c = c->c_next) {
 		if (!c->c_swap)
 			continue;
-		for (uint64_t p = 0; p < c->c_wext / UM_PAGE; p++)
-			if ((c->c_pstate[p] & PG_SWAPPED) && !(c->c_pstate[p] & PG_PRESENT))
-				cache_fill(c, p * UM_PAGE, UM_PAGE);
+		/* In runs, one read each; present pages in between are
+		 * skipped by cache_fill. */
+		uint64_t n = c->c_wext / UM_PAGE;
+		for (uint64_t p = 0; p < n;) {
+			if (!(c->c_pstate[p] & PG_SWAPPED)) {
+				p++;
+				continue;
+			}
+			uint64_t q = p;
+			while (q < n && (c->c_pstate[q] & PG_SWAPPED))
+				q++;
+			cache_fill(c, p * UM_PAGE, (q - p) * UM_PAGE);
+			p = q;
+		}
 	}
 }
 static void fork_parent(void) { um_unlock(); }
