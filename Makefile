@@ -17,7 +17,9 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS  += -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -pthread -Iinclude $(SAN)
 LDLIBS  += -pthread
 # Exported symbols are fixed by src/libummap.map (um_* only).
-LIB_CFLAGS := -fPIC
+LIB_CFLAGS := -fPIC -DUM_SERVICE_PATH='"$(BINDIR)/ummap"'
+# Programs run from the build tree use the service built beside them.
+export UMMAP_SERVICE ?= $(abspath $(B)/ummap)
 
 LIB_SRC := $(sort $(wildcard src/*.c))
 LIB_OBJ := $(LIB_SRC:src/%.c=$(B)/obj/%.o)
@@ -41,8 +43,8 @@ $(B)/libummap.so: $(LIB_OBJ) src/libummap.map
 $(B)/libummap.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-$(B)/ummap: tools/ummap.c $(B)/libummap.a
-	$(CC) $(CFLAGS) -o $@ $< $(B)/libummap.a $(LDLIBS)
+$(B)/ummap: tools/ummap.c tools/service.c tools/service.h src/proto.h $(B)/libummap.a
+	$(CC) $(CFLAGS) -Isrc -o $@ tools/ummap.c tools/service.c $(B)/libummap.a $(LDLIBS)
 
 # Made at install time, so it names the PREFIX of that install.
 $(B)/ummap.pc: ummap.pc.in FORCE
@@ -81,6 +83,10 @@ fuzz-long: $(B)/tests/test_fuzz
 	FUZZ_SEED=$${FUZZ_SEED:-3} FUZZ_OPS=$${FUZZ_OPS:-1000000} FUZZ_MURKY=$${FUZZ_MURKY:-0} \
 	  $(B)/tests/test_fuzz --jobs=1
 
+# The crash loop of tests/test_crash.c, 10,000 cycles per ending.
+crash-long: all $(B)/tests/test_crash
+	CRASH_CYCLES=$${CRASH_CYCLES:-10000} $(B)/tests/test_crash --jobs=1 --verbose
+
 demo: all
 	$(B)/ummap demo
 
@@ -110,5 +116,5 @@ install: all $(B)/ummap.pc
 clean:
 	rm -rf build build-asan build-tsan
 
-.PHONY: all test sanitize tsan fuzz-long demo setup install clean FORCE
+.PHONY: all test sanitize tsan fuzz-long crash-long demo setup install clean FORCE
 .SECONDARY:

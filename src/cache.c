@@ -58,13 +58,17 @@ static struct um_cache *cache_alloc(int *err)
 		return NULL;
 	}
 	c->c_wd = -1;
+	c->c_win = MAP_FAILED;
+	c->c_pstate = MAP_FAILED;
 	c->c_memfd = memfd_create("ummap-cache", MFD_CLOEXEC);
-	if (c->c_memfd < 0) {
+	c->c_statefd = c->c_memfd < 0 ? -1 : memfd_create("ummap-state", MFD_CLOEXEC);
+	if (c->c_statefd < 0) {
 		*err = errno;
+		if (c->c_memfd >= 0)
+			close(c->c_memfd);
 		free(c);
 		return NULL;
 	}
-	c->c_win = MAP_FAILED;
 	c->c_next = um.caches;
 	um.caches = c;
 	return c;
@@ -82,14 +86,17 @@ void cache_free(struct um_cache *c)
 		if (um.recent[i].c == c)
 			um.recent[i].c = NULL;
 	um.resident -= c->c_resident;
+	svc_forget(c);
 	if (c->c_win != MAP_FAILED)
 		sys_munmap(c->c_win, c->c_wext);
+	if (c->c_pstate != MAP_FAILED)
+		sys_munmap(c->c_pstate, c->c_pslen);
 	close(c->c_memfd);
+	close(c->c_statefd);
 	if (c->c_store)
 		c->c_store->ops->close(c->c_store);
 	if (c->c_swap)
 		c->c_swap->ops->close(c->c_swap);
-	free(c->c_pstate);
 	free(c);
 }
 
@@ -107,11 +114,19 @@ static int cache_grow_window(struct um_cache *c)
 		want = c->c_extent;
 	if (want <= c->c_wext)
 		return 0;
-	uint8_t *ps = realloc(c->c_pstate, want / UM_PAGE);
-	if (!ps)
-		return -ENOMEM;
-	memset(ps + c->c_wext / UM_PAGE, 0, (want - c->c_wext) / UM_PAGE);
-	c->c_pstate = ps;
+	/* The page states grow in their memfd (new bytes read as zero). */
+	uint64_t pslen = um_pgup(want / UM_PAGE);
+	if (pslen > c->c_pslen) {
+		if (ftruncate(c->c_statefd, (off_t)pslen) < 0)
+			return -errno;
+		void *ps = c->c_pstate == MAP_FAILED
+			? sys_mmap(NULL, pslen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, c->c_statefd, 0)
+			: sys_mremap(c->c_pstate, c->c_pslen, pslen, MREMAP_MAYMOVE, NULL);
+		if (ps == MAP_FAILED)
+			return -errno;
+		c->c_pstate = ps;
+		c->c_pslen = pslen;
+	}
 	void *w;
 	if (c->c_win == MAP_FAILED)
 		w = sys_mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, c->c_memfd, 0);
@@ -148,6 +163,7 @@ struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *
 				*err = -e;
 				return NULL;
 			}
+			svc_keep(c);
 		}
 		return c;
 	}
@@ -165,6 +181,8 @@ struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *
 	char path[64];
 	snprintf(path, sizeof path, "/proc/self/fd/%d", c->c_store->fd);
 	c->c_wd = inotify_add_watch(um.inotify, path, IN_MODIFY | IN_ATTRIB);
+	if (want_write)
+		svc_keep(c);
 	return c;
 }
 

@@ -20,7 +20,8 @@
 #include "compat.h"
 #include "internal.h"
 
-struct um_engine um = { .lock = PTHREAD_MUTEX_INITIALIZER, .uffd = -1, .inotify = -1, .wake_fd = -1 };
+struct um_engine um = { .lock = PTHREAD_MUTEX_INITIALIZER, .uffd = -1, .inotify = -1, .wake_fd = -1,
+			 .svc = -1 };
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
@@ -145,6 +146,7 @@ static void fork_child(void)
 			sys_mmap((void *)r->r_start, r->r_end - r->r_start, PROT_NONE,
 				 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	}
+	svc_fork_child();
 	close(um.uffd);
 	um.uffd = -1;
 	um.ready = false;

@@ -45,6 +45,7 @@
 #include <sys/types.h>
 
 #include "ummap.h"
+#include "proto.h"
 #include "store.h"
 
 #define UM_PAGE 4096UL
@@ -56,14 +57,6 @@
 static inline uint64_t um_pgup(uint64_t x) { return (x + UM_PAGE - 1) & ~(UM_PAGE - 1); }
 static inline uint64_t um_pgdown(uint64_t x) { return x & ~(UM_PAGE - 1); }
 
-/* Page state bits, one byte per page of a cache. */
-enum {
-	PG_PRESENT = 1 << 0, /* in the memfd */
-	PG_DIRTY = 1 << 1,   /* differs from the store */
-	PG_REF = 1 << 2,     /* faulted since the clock hand last passed */
-	PG_ZERO = 1 << 3,    /* zeros the error handler chose: never written back */
-	PG_SWAPPED = 1 << 4, /* anonymous: its content is in the swap store */
-};
 
 /* A cache object: the cached pages of one file (or of one shared anonymous
  * mapping, which has no store). */
@@ -76,7 +69,11 @@ struct um_cache {
 	uint8_t *c_win;		/* unregistered mapping of the memfd */
 	uint64_t c_extent;	/* memfd size: the furthest mapped offset */
 	uint64_t c_wext;	/* window length: what can be cached, bytes */
-	uint8_t *c_pstate;	/* PG_* per page, c_wext / UM_PAGE entries */
+	uint8_t *c_pstate;	/* PG_* per page, c_wext / UM_PAGE entries: a
+				 * mapping of c_statefd, shared with the service */
+	int c_statefd;		/* memfd of the page states */
+	uint64_t c_pslen;	/* bytes of c_pstate mapped */
+	bool c_kept;		/* handed to the writeback service */
 	uint64_t c_size;	/* file size as last seen */
 	int c_refs;		/* regions that map this cache */
 	int c_locked;		/* of which MAP_LOCKED / mlocked */
@@ -158,6 +155,8 @@ struct um_engine {
 	struct um_cache *caches;
 	struct um_region *regions; /* sorted by r_start, non-overlapping */
 	size_t nregions, cap;
+	int svc;		/* connection to the writeback service, -1 if none */
+	bool svc_tried;		/* connecting failed once: do not retry */
 	um_error_handler err_handler;
 	void *err_arg;
 };
@@ -221,6 +220,11 @@ int um_signal_no(void);
 int um_signal_install(void);
 void um_signal_sigbus(pid_t tid, uintptr_t addr);
 void um_signal_batch(void);
+
+/* service.c: the library's side of the writeback service (proto.h). */
+void svc_keep(struct um_cache *c);  /* hand a writable file cache over */
+void svc_forget(struct um_cache *c); /* it is written back and freed */
+void svc_fork_child(void);
 
 /* fault.c */
 int fault_start(void);

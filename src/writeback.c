@@ -59,19 +59,21 @@ static int wb_run(struct um_cache *c, uint64_t p, uint64_t q)
 	uint64_t off = p * UM_PAGE, len = (q - p) * UM_PAGE;
 	if (um.wp) {
 		wp_protect_cache_range(c, off, len);
+		/* WRITING keeps the run owed to the file until the write is
+		 * done, should the process die in between (proto.h). */
 		for (uint64_t i = p; i < q; i++)
-			c->c_pstate[i] &= (uint8_t)~PG_DIRTY;
+			c->c_pstate[i] = (uint8_t)((c->c_pstate[i] & ~PG_DIRTY) | PG_WRITING);
 		c->c_dirty -= len;
 	}
 	/* Bytes past the end of the file never reach it (as with the kernel). */
 	uint64_t wlen = off >= c->c_size ? 0 : (off + len > c->c_size ? c->c_size - off : len);
 	ssize_t n = wlen ? c->c_store->ops->write(c->c_store, c->c_win + off, wlen, off) : 0;
+	if (um.wp)
+		for (uint64_t i = p; i < q; i++)
+			c->c_pstate[i] = (uint8_t)((c->c_pstate[i] & ~PG_WRITING) | (n < 0 ? PG_DIRTY : 0));
 	if (n < 0) {
-		if (um.wp) {
-			for (uint64_t i = p; i < q; i++)
-				c->c_pstate[i] |= PG_DIRTY;
+		if (um.wp)
 			c->c_dirty += len;
-		}
 		c->c_wb_err = (int)-n;
 		c->c_wb_seq++;
 		return (int)n;

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "service.h"
 #include "ummap.h"
 
 static double now(void)
@@ -243,6 +244,9 @@ static void usage(FILE *to)
 		    "  check                 can this machine run ummap? what to do if not\n"
 		    "  demo [--size N] [--budget N] [FILE]\n"
 		    "                        map a file larger than the budget, scan and rewrite it\n"
+		    "  stat                  what the writeback service keeps, and what is pending\n"
+		    "  recover               write back now what ended processes left behind\n"
+		    "  service [--idle S]    run the writeback service (the library starts it)\n"
 		    "  version               print the version\n");
 }
 
@@ -256,6 +260,12 @@ int main(int argc, char **argv)
 		return cmd_check();
 	if (!strcmp(argv[1], "demo"))
 		return cmd_demo(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "stat"))
+		return service_stat();
+	if (!strcmp(argv[1], "recover"))
+		return service_recover();
+	if (!strcmp(argv[1], "service"))
+		return service_main(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "version")) {
 		printf("ummap %d.%d.%d\n", UMMAP_VERSION_MAJOR, UMMAP_VERSION_MINOR, UMMAP_VERSION_PATCH);
 		return 0;

@@ -1,0 +1,72 @@
+/*
+ * proto.h - the wire protocol between the library and the writeback service
+ * (`ummap service`), and the layout of what they share.
+ *
+ * Why a service.  With kernel mmap a store belongs to the kernel's page
+ * cache the moment it is made: it reaches the file even if the process is
+ * then killed.  ummap's dirty pages live in a memfd, and which pages are
+ * dirty in a second memfd (the page states, PG_* below); both are handed to
+ * the service when the cache first becomes writable.  The service holds
+ * them, watches the process (pidfd), and when the process ends without
+ * having written everything back -- _exit, a crash, SIGKILL, exec -- it
+ * writes back every page marked dirty or being written.  I2 (a page is
+ * marked DIRTY before a store into it is possible) makes that complete.
+ *
+ * Connection: a SOCK_SEQPACKET unix socket in the abstract namespace, named
+ * per user and protocol version (no file to squat or to follow); each side
+ * checks the other's uid with SO_PEERCRED.  The library sends HELLO and
+ * waits for the service's answer, so the service opens the pidfd while the
+ * process is certainly alive (no pid reuse).  Messages are struct
+ * um_msg; ADD carries three descriptors (file, data memfd, state memfd).
+ * STAT and RECOVER (from `ummap stat` / `ummap recover`) are answered by
+ * text lines, one message each, ended by an empty message.
+ */
+#ifndef UM_PROTO_H
+#define UM_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/un.h>
+
+#define UM_PROTO_VERSION 1
+/* Abstract socket name: "\0" UM_SERVICE_NAME "-<uid>". */
+#define UM_SERVICE_NAME "ummap-service-v1"
+
+/* Page state bits, one byte per page of a cache, in the state memfd. */
+enum {
+	PG_PRESENT = 1 << 0, /* in the memfd */
+	PG_DIRTY = 1 << 1,   /* differs from the store */
+	PG_REF = 1 << 2,     /* faulted since the clock hand last passed */
+	PG_ZERO = 1 << 3,    /* zeros the error handler chose: never written back */
+	PG_SWAPPED = 1 << 4, /* anonymous: its content is in the swap store */
+	PG_WRITING = 1 << 5, /* being written back: not DIRTY, not yet in the file */
+};
+
+enum um_msg_type {
+	UM_MSG_HELLO = 1,   /* library -> service; answered by HELLO */
+	UM_MSG_ADD,	    /* a cache to keep: fds file, data, states */
+	UM_MSG_DROP,	    /* the cache was written back and freed */
+	UM_MSG_STAT,	    /* what is kept and pending; text answer */
+	UM_MSG_RECOVER,	    /* write back what dead processes left, now */
+};
+
+struct um_msg {
+	uint32_t type;
+	uint32_t version; /* UM_PROTO_VERSION */
+	uint64_t id;	  /* the cache, as the process names it */
+};
+
+/* The service's address for user uid; returns its length. */
+static inline socklen_t um_service_addr(struct sockaddr_un *a, uid_t uid)
+{
+	memset(a, 0, sizeof *a);
+	a->sun_family = AF_UNIX;
+	int n = snprintf(a->sun_path + 1, sizeof a->sun_path - 1, "%s-%u", UM_SERVICE_NAME, (unsigned)uid);
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+}
+
+#endif

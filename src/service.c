@@ -1,0 +1,196 @@
+/*
+ * service.c - the library's side of the writeback service (proto.h): find
+ * the user's service or start it, hand it every writable file cache, tell
+ * it when one is gone.
+ *
+ * The service is the `ummap` program (`ummap service`), found at
+ * $UMMAP_SERVICE or where `make install` put it.  Without it ummap works as
+ * before, but what is not yet written back when the process is killed is
+ * lost; um_mmap says so once on stderr (UMMAP_SERVICE=none: silently).
+ *
+ * Starting it must not disturb the application: the helper process is
+ * cloned without an exit signal (no SIGCHLD, invisible to the
+ * application's wait()), runs only execve, and is reaped here; the service
+ * detaches itself and has bound its socket by the time the helper exits.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#ifndef UM_SERVICE_PATH
+#define UM_SERVICE_PATH "/usr/local/bin/ummap"
+#endif
+
+extern char **environ;
+
+static const char *service_path(void)
+{
+	const char *p = getenv("UMMAP_SERVICE");
+	return p && *p ? p : UM_SERVICE_PATH;
+}
+
+static int svc_connect(void)
+{
+	struct sockaddr_un a;
+	socklen_t alen = um_service_addr(&a, geteuid());
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&a, alen) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	/* Anyone can bind an abstract name: only our own user's service is
+	 * trusted with our data. */
+	struct ucred cr;
+	socklen_t crlen = sizeof cr;
+	struct um_msg m = { .type = UM_MSG_HELLO, .version = UM_PROTO_VERSION };
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	int e = 0;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) < 0)
+		e = errno;
+	else if (cr.uid != geteuid())
+		e = EPERM;
+	else if (send(fd, &m, sizeof m, MSG_NOSIGNAL) != sizeof m)
+		e = errno;
+	else if (poll(&pfd, 1, 5000) != 1 || recv(fd, &m, sizeof m, 0) != sizeof m)
+		e = EPROTO;
+	else if (m.type != UM_MSG_HELLO || m.version != UM_PROTO_VERSION)
+		e = EPROTO;
+	if (e) {
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+static int svc_spawn(void)
+{
+	const char *path = service_path();
+	if (access(path, X_OK) < 0)
+		return -errno;
+	char *argv[] = { "ummap", "service", "--daemon", NULL };
+	/* fork without SIGCHLD; the child only execs (async-signal-safe). */
+	long pid = syscall(SYS_clone, 0UL, NULL, NULL, NULL, NULL);
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		syscall(SYS_execve, path, argv, environ);
+		syscall(SYS_exit_group, 127);
+	}
+	int st;
+	while (waitpid((pid_t)pid, &st, __WCLONE) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -ENOEXEC;
+}
+
+/* Connect once per process; start the service if none answers. */
+static bool svc_ready(void)
+{
+	if (um.svc >= 0)
+		return true;
+	if (um.svc_tried)
+		return false;
+	um.svc_tried = true;
+	const char *path = service_path();
+	if (!strcmp(path, "none"))
+		return false;
+	/* A service that is just exiting (idle) may drop our connection:
+	 * then the next attempt starts a new one. */
+	int fd = -ECONNREFUSED;
+	for (int attempt = 0; attempt < 3 && fd < 0; attempt++) {
+		fd = svc_connect();
+		if (fd == -ECONNREFUSED) {
+			int e = svc_spawn();
+			fd = e ? e : svc_connect();
+		}
+		if (fd != -EPROTO && fd != -ECONNREFUSED)
+			break;
+	}
+	if (fd < 0) {
+		fprintf(stderr,
+			"ummap: no writeback service (%s: %s): data not yet written back is lost "
+			"if this process is killed. Set UMMAP_SERVICE to the path of the `ummap` "
+			"program, or UMMAP_SERVICE=none to run without it.\n",
+			path, strerror(-fd));
+		return false;
+	}
+	um.svc = fd;
+	return true;
+}
+
+static int svc_send(const struct um_msg *m, const int *fds, int nfds)
+{
+	char ctl[CMSG_SPACE(3 * sizeof(int))] = { 0 };
+	struct iovec iov = { .iov_base = (void *)m, .iov_len = sizeof *m };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	if (nfds) {
+		mh.msg_control = ctl;
+		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+	}
+	return sendmsg(um.svc, &mh, MSG_NOSIGNAL) == (ssize_t)sizeof *m ? 0 : -errno;
+}
+
+static int keep_one(struct um_cache *c)
+{
+	struct um_msg m = { .type = UM_MSG_ADD, .version = UM_PROTO_VERSION, .id = (uintptr_t)c };
+	int fds[3] = { c->c_store->fd, c->c_memfd, c->c_statefd };
+	return svc_send(&m, fds, 3);
+}
+
+void svc_keep(struct um_cache *c)
+{
+	if (c->c_kept || !svc_ready())
+		return;
+	if (keep_one(c)) {
+		/* The service went away: a new one gets every cache again. */
+		close(um.svc);
+		um.svc = -1;
+		um.svc_tried = false;
+		if (!svc_ready())
+			return;
+		for (struct um_cache *o = um.caches; o; o = o->c_next)
+			if (o->c_kept && o != c)
+				keep_one(o);
+		if (keep_one(c))
+			return;
+	}
+	c->c_kept = true;
+}
+
+void svc_forget(struct um_cache *c)
+{
+	if (!c->c_kept || um.svc < 0)
+		return;
+	struct um_msg m = { .type = UM_MSG_DROP, .version = UM_PROTO_VERSION, .id = (uintptr_t)c };
+	svc_send(&m, NULL, 0);
+	c->c_kept = false;
+}
+
+/* A fork child must not keep the parent's connection open (the service
+ * would not see the parent's end) nor speak on it. */
+void svc_fork_child(void)
+{
+	if (um.svc >= 0)
+		close(um.svc);
+	um.svc = -1;
+	um.svc_tried = true;
+	for (struct um_cache *c = um.caches; c; c = c->c_next)
+		c->c_kept = false;
+}
