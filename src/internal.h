@@ -206,6 +206,7 @@ struct um_cache *cache_by_file(dev_t dev, ino_t ino);
 /* writeback.c: writeback, eviction and the writeback thread. */
 int wb_range(struct um_cache *c, uint64_t off, uint64_t len);
 int wb_cache(struct um_cache *c);
+int wb_flush(struct um_cache *c, uint64_t off, uint64_t len); /* MS_SYNC */
 void wb_all(void);
 int evict_for(struct um_cache *c, uint64_t need, uint64_t busy_off, uint64_t busy_len, bool dirty_ok);
 void anon_refresh(bool now);

@@ -259,7 +259,7 @@ int um_msync(void *addr, size_t length, int flags)
 		if (r->r_kind == UM_FILE_SHARED && (flags & (MS_SYNC | MS_ASYNC))) {
 			int we = -wb_range(c, off, b - a);
 			if (!we && (flags & MS_SYNC))
-				we = -c->c_store->ops->flush(c->c_store);
+				we = -wb_flush(c, off, b - a);
 			if (we && !err)
 				err = we;
 		}

@@ -35,8 +35,8 @@ int store_file_upgrade(struct um_store *s, int fd);
 /* The swap store of shared anonymous memory (see store_file.c). */
 struct um_store *store_swap_open(int *err);
 
-/* Fault injection for tests: when set, reads/writes of the file store fail
- * with this errno (0 = off).  Set through UMMAP_FAIL_READ/UMMAP_FAIL_WRITE. */
-extern int store_fail_read, store_fail_write;
+/* Fault injection for tests: when set, reads, writes or flushes of the
+ * file store fail with this errno (0 = off). */
+extern int store_fail_read, store_fail_write, store_fail_flush;
 
 #endif

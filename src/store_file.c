@@ -15,7 +15,7 @@
 
 #include "store.h"
 
-int store_fail_read, store_fail_write;
+int store_fail_read, store_fail_write, store_fail_flush;
 
 static ssize_t file_read(struct um_store *s, void *buf, size_t len, uint64_t off)
 {
@@ -66,6 +66,8 @@ static int file_size(struct um_store *s, uint64_t *size)
 
 static int file_flush(struct um_store *s)
 {
+	if (store_fail_flush)
+		return -store_fail_flush;
 	return fdatasync(s->fd) < 0 ? -errno : 0;
 }
 

@@ -127,6 +127,29 @@ int wb_range(struct um_cache *c, uint64_t off, uint64_t len)
 	return err;
 }
 
+/*
+ * Make what was written of [off, off+len) durable (MS_SYNC).  When the
+ * flush fails, the kernel may have dropped the pages it could not write
+ * (it marks them clean after a failed writeback): every present page of the
+ * range is marked dirty again, so the data still in the cache is written
+ * again and nothing depends on the kernel's copy.
+ */
+int wb_flush(struct um_cache *c, uint64_t off, uint64_t len)
+{
+	int e = c->c_store->ops->flush(c->c_store);
+	if (!e || !um.wp)
+		return e;
+	uint64_t p = off / UM_PAGE, end = um_pgup(off + len) / UM_PAGE;
+	if (end > c->c_wext / UM_PAGE)
+		end = c->c_wext / UM_PAGE;
+	for (; p < end; p++)
+		if ((c->c_pstate[p] & (PG_PRESENT | PG_DIRTY | PG_ZERO)) == PG_PRESENT) {
+			c->c_pstate[p] |= PG_DIRTY;
+			c->c_dirty += UM_PAGE;
+		}
+	return e;
+}
+
 int wb_cache(struct um_cache *c)
 {
 	return wb_range(c, 0, c->c_wext);

@@ -2,18 +2,23 @@
  * test_durability.c - what msync promises, on real filesystems: after
  * MS_SYNC the data is on the device (read back with O_DIRECT, past every
  * cache), and a filesystem that fills up (a small tmpfs) makes msync report
- * ENOSPC, keeps the data dirty, and writes it once there is room again.
+ * ENOSPC, keeps the data dirty, and writes it once there is room again --
+ * also when the writer was killed and the writeback service holds its data
+ * (`ummap stat` shows it pending, `ummap recover` writes it).
  */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ummap.h"
@@ -59,18 +64,23 @@ Test(durability, ms_sync_reaches_the_device)
 	unlink(path);
 }
 
-Test(durability, a_full_filesystem_loses_nothing)
+/* A 256 KiB tmpfs at dir, in a mount namespace of this test's own, so that
+ * the mount goes away with the process whatever happens. */
+static void small_tmpfs(char *dir)
 {
-	char dir[] = "/tmp/ummap-full.XXXXXX";
 	cr_assert(mkdtemp(dir) != NULL);
-	/* In a mount namespace of this test's own, so that the mount goes
-	 * away with the process whatever happens. */
 	if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
 	    mount("ummap-test", dir, "tmpfs", 0, "size=256k") != 0) {
 		int e = errno;
 		rmdir(dir);
 		cr_skip_test("cannot mount a small tmpfs (%s): run as root to check ENOSPC", strerror(e));
 	}
+}
+
+Test(durability, a_full_filesystem_loses_nothing)
+{
+	char dir[] = "/tmp/ummap-full.XXXXXX";
+	small_tmpfs(dir);
 	char path[300];
 	snprintf(path, sizeof path, "%s/f", dir);
 	int fd = open(path, O_RDWR | O_CREAT, 0600);
@@ -99,6 +109,74 @@ Test(durability, a_full_filesystem_loses_nothing)
 	for (uint64_t i = 0; i < 1 * MiB; i++)
 		if (buf[i] != byte_at(i, 2))
 			cr_assert_fail("byte %lu on disk is %u, want %u", i, buf[i], byte_at(i, 2));
+	free(buf);
+	close(fd);
+	umount2(dir, MNT_DETACH);
+	rmdir(dir);
+}
+
+/* Runs `ummap ARG` (the program named by UMMAP_SERVICE); its output in out. */
+static int ummap_cmd(const char *arg, char *out, size_t len)
+{
+	char cmd[600];
+	snprintf(cmd, sizeof cmd, "'%s' %s", getenv("UMMAP_SERVICE"), arg);
+	FILE *p = popen(cmd, "r");
+	cr_assert(p != NULL);
+	size_t n = fread(out, 1, len - 1, p);
+	out[n] = 0;
+	int st = pclose(p);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(durability, a_killed_writer_on_a_full_filesystem_is_recovered)
+{
+	const char *svc = getenv("UMMAP_SERVICE");
+	if (!svc || access(svc, X_OK) != 0)
+		cr_skip_test("UMMAP_SERVICE does not name the ummap program (make test sets it)");
+	char dir[] = "/tmp/ummap-full.XXXXXX";
+	small_tmpfs(dir);
+	char path[300];
+	snprintf(path, sizeof path, "%s/f", dir);
+	int fd = open(path, O_RDWR | O_CREAT, 0600);
+	cr_assert(fd >= 0);
+	cr_assert(ftruncate(fd, 1 * MiB) == 0);
+	int p[2];
+	cr_assert(pipe(p) == 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* Writes 1 MiB (four times what fits), says so, waits to die. */
+		uint8_t *m = um_mmap(NULL, 1 * MiB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		for (uint64_t i = 0; m != MAP_FAILED && i < 1 * MiB; i++)
+			m[i] = byte_at(i, 3);
+		if (write(p[1], "w", 1) != 1)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	char c;
+	cr_assert(read(p[0], &c, 1) == 1);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	/* The service tried at once and keeps it; stat says so. */
+	char out[4096];
+	bool seen = false;
+	for (int i = 0; i < 200 && !seen; i++) {
+		ummap_cmd("stat", out, sizeof out);
+		seen = strstr(out, path) && strstr(out, "ended") && strstr(out, strerror(ENOSPC));
+		if (!seen)
+			usleep(10 * 1000);
+	}
+	cr_expect(seen, "ummap stat shows the pending writeback and its error:\n%s", out);
+	cr_expect(ummap_cmd("recover", out, sizeof out) == 1, "recover fails while the filesystem is full:\n%s",
+		  out);
+	/* Room again: recover writes everything. */
+	cr_assert(mount(NULL, dir, NULL, MS_REMOUNT, "size=4m") == 0);
+	cr_expect(ummap_cmd("recover", out, sizeof out) == 0, "recover once there is room:\n%s", out);
+	uint8_t *buf = malloc(1 * MiB);
+	cr_assert(pread(fd, buf, 1 * MiB, 0) == (ssize_t)(1 * MiB));
+	for (uint64_t i = 0; i < 1 * MiB; i++)
+		if (buf[i] != byte_at(i, 3))
+			cr_assert_fail("byte %lu in the file is %u, want %u", i, buf[i], byte_at(i, 3));
 	free(buf);
 	close(fd);
 	umount2(dir, MNT_DETACH);

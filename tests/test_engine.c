@@ -23,7 +23,7 @@
 #include "ummap.h"
 
 /* Fault injection in the file store (src/store.h). */
-extern int store_fail_read, store_fail_write;
+extern int store_fail_read, store_fail_write, store_fail_flush;
 
 #define MiB (1UL << 20)
 
@@ -250,6 +250,20 @@ Test(errors, writeback_error_reported_and_retried)
 	char buf[8];
 	cr_assert(pread(fd, buf, 8, 40000) == 8);
 	cr_expect(memcmp(buf, "survives", 8) == 0);
+	/* A failed flush (fdatasync EIO: the kernel may have dropped the
+	 * pages it could not write) leaves the range dirty, to be written
+	 * again from the cache. */
+	memcpy(m + 8000, "flushed", 7);
+	store_fail_flush = EIO;
+	errno = 0;
+	cr_expect(um_msync(m, 65536, MS_SYNC) == -1 && errno == EIO, "msync with a failing flush: %d", errno);
+	um_stats(m, &st);
+	cr_expect(st.dirty_bytes == 8192, "the two pages in the cache (the ones written) are dirty again (%lu)",
+		  st.dirty_bytes);
+	store_fail_flush = 0;
+	cr_expect(um_msync(m, 65536, MS_SYNC) == 0, "the device is back: msync succeeds");
+	um_stats(m, &st);
+	cr_expect(st.dirty_bytes == 0, "and nothing is left dirty (%lu)", st.dirty_bytes);
 	/* An error met by background writeback is reported by munmap. */
 	memcpy(m + 100, "late", 4);
 	store_fail_write = EIO;
