@@ -52,8 +52,8 @@ $(B)/ummap.pc: ummap.pc.in FORCE
 	    -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 FORCE:
 
-$(B)/tests/%: tests/%.c $(TEST_LIB) $(wildcard tests/lib/*.h) $(B)/libummap.a | $(B)/tests
-	$(CC) $(CFLAGS) -Itests/lib -o $@ $< $(TEST_LIB) $(B)/libummap.a -lcriterion $(LDLIBS)
+$(B)/tests/%: tests/%.c $(TEST_LIB) $(wildcard tests/lib/*.h) src/proto.h $(B)/libummap.a | $(B)/tests
+	$(CC) $(CFLAGS) -Itests/lib -Isrc -o $@ $< $(TEST_LIB) $(B)/libummap.a -lcriterion $(LDLIBS)
 
 $(B)/examples/%: examples/%.c $(B)/libummap.a | $(B)/examples
 	$(CC) $(CFLAGS) -o $@ $< $(B)/libummap.a $(LDLIBS)

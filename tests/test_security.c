@@ -4,8 +4,9 @@
  * A process's caches are memfds and its swap files unnamed O_TMPFILE files:
  * nothing in the file system names them, and the only ways in, the
  * process's /proc/<pid>/fd and map_files entries, are closed to other
- * users.  Checked from a child that drops to the nobody user (needs root,
- * and says so when it skips).
+ * users.  The writeback service holds the file caches' memfds too, and
+ * answers only its own user.  Checked from a child that drops to the nobody
+ * user (needs root, and says so when it skips).
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -14,11 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "fds.h"
+#include "proto.h"
 #include "ummap.h"
 
 #define MiB (1UL << 20)
@@ -96,6 +99,88 @@ Test(security, other_users_cannot_open_cache_objects)
 	if (x >= 0)
 		close(x);
 	cr_assert(um_munmap(a, 16 * MiB) == 0 && um_munmap(f, 1 * MiB) == 0);
+	close(fd);
+	unlink(path);
+}
+
+/* Connects to uid's writeback service and says HELLO: 1 if it answers.
+ * *pid gets the service's process id. */
+static int service_answers(uid_t uid, pid_t *pid)
+{
+	struct sockaddr_un a;
+	socklen_t alen = um_service_addr(&a, uid);
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (s < 0 || connect(s, (struct sockaddr *)&a, alen) < 0)
+		return 0;
+	struct ucred cr;
+	socklen_t crlen = sizeof cr;
+	if (pid && getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) == 0)
+		*pid = cr.pid;
+	struct um_msg m = { .type = UM_MSG_HELLO, .version = UM_PROTO_VERSION };
+	int ok = send(s, &m, sizeof m, MSG_NOSIGNAL) == sizeof m && recv(s, &m, sizeof m, 0) == sizeof m &&
+		 m.type == UM_MSG_HELLO;
+	close(s);
+	return ok;
+}
+
+static void note_memfd(int fd, const char *target, void *arg)
+{
+	struct found *f = arg;
+	if (f->n < 64 && strstr(target, "memfd:ummap-"))
+		f->fd[f->n++] = fd;
+}
+
+Test(security, other_users_cannot_use_the_service)
+{
+	if (geteuid() != 0)
+		cr_skip_test("needs root to drop to another user");
+	char path[] = "/tmp/ummap-sec.XXXXXX";
+	int fd = mkstemp(path);
+	cr_assert(fd >= 0 && ftruncate(fd, 1 * MiB) == 0);
+	char *f = um_mmap(NULL, 1 * MiB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert(f != MAP_FAILED);
+	memset(f, 'x', 1 * MiB);
+	pid_t svc = 0;
+	cr_assert(service_answers(geteuid(), &svc), "no writeback service answers (is UMMAP_SERVICE set?)");
+	/* The service holds this cache's memfds (data and page states). */
+	/* (It reads this process's messages on their own connection.) */
+	struct found found = { .n = 0 };
+	for (int i = 0; i < 200 && found.n < 2; i++) {
+		found.n = 0;
+		fds_each_of(svc, note_memfd, &found);
+		if (found.n < 2)
+			usleep(10 * 1000);
+	}
+	cr_assert(found.n >= 2, "the service (pid %d) holds %d ummap memfds", (int)svc, found.n);
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (setgid(65534) != 0 || setuid(65534) != 0)
+			_exit(100);
+		int reached = service_answers(0, NULL);
+		for (int i = 0; i < found.n; i++) {
+			char p[64];
+			snprintf(p, sizeof p, "/proc/%d/fd/%d", (int)svc, found.fd[i]);
+			int x = open(p, O_RDONLY);
+			if (x >= 0) {
+				reached++;
+				close(x);
+			}
+		}
+		_exit(reached);
+	}
+	int status = 0;
+	waitpid(pid, &status, 0);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) != 100, "could not drop to uid 65534");
+	cr_expect(WEXITSTATUS(status) == 0, "another user reached the service or %d of its objects",
+		  WEXITSTATUS(status));
+	/* The owner can: the test looks at the right things. */
+	char p[64];
+	snprintf(p, sizeof p, "/proc/%d/fd/%d", (int)svc, found.fd[0]);
+	int x = open(p, O_RDONLY);
+	cr_expect(x >= 0, "the owner can open %s: %s", p, strerror(errno));
+	if (x >= 0)
+		close(x);
+	cr_assert(um_munmap(f, 1 * MiB) == 0);
 	close(fd);
 	unlink(path);
 }

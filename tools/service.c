@@ -431,23 +431,37 @@ int service_main(int argc, char **argv)
 	struct sockaddr_un a;
 	socklen_t alen = um_service_addr(&a, geteuid());
 	int lsock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (lsock < 0 || bind(lsock, (struct sockaddr *)&a, alen) < 0 || listen(lsock, 64) < 0) {
+	if (lsock < 0 || bind(lsock, (struct sockaddr *)&a, alen) < 0) {
 		if (errno == EADDRINUSE) {
 			say("ummap service: one already runs for uid %u\n", (unsigned)geteuid());
 			return 0;
 		}
-		fprintf(stderr, "ummap service: cannot listen: %s\n", strerror(errno));
+		fprintf(stderr, "ummap service: cannot bind: %s\n", strerror(errno));
 		return 1;
 	}
 	if (daemon) {
-		/* The socket is bound before the starter returns, so its
-		 * connect succeeds; the service itself is not its child. */
+		/* The service is not the starter's child; the starter returns
+		 * once it listens, so the library's connect succeeds.  It
+		 * listens itself, so that SO_PEERCRED names it to clients. */
+		int ready[2];
+		if (pipe(ready) < 0)
+			return 1;
 		pid_t pid = fork();
 		if (pid < 0)
 			return 1;
-		if (pid > 0)
-			_exit(0);
+		if (pid > 0) {
+			char c;
+			close(ready[1]);
+			_exit(read(ready[0], &c, 1) == 1 ? 0 : 1);
+		}
+		close(ready[0]);
 		setsid();
+		if (listen(lsock, 64) < 0 || write(ready[1], "r", 1) != 1)
+			return 1;
+		close(ready[1]);
+	} else if (listen(lsock, 64) < 0) {
+		fprintf(stderr, "ummap service: cannot listen: %s\n", strerror(errno));
+		return 1;
 	}
 	say("ummap service: serving uid %u (pid %d)\n", (unsigned)geteuid(), (int)getpid());
 	return serve(lsock);

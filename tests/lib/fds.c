@@ -8,7 +8,17 @@
 
 int fds_each(void (*fn)(int fd, const char *target, void *arg), void *arg)
 {
-	DIR *d = opendir("/proc/self/fd");
+	return fds_each_of(0, fn, arg);
+}
+
+int fds_each_of(pid_t pid, void (*fn)(int fd, const char *target, void *arg), void *arg)
+{
+	char dir[64];
+	if (pid)
+		snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
+	else
+		snprintf(dir, sizeof dir, "/proc/self/fd");
+	DIR *d = opendir(dir);
 	if (!d)
 		return -1;
 	int n = 0;
@@ -17,8 +27,8 @@ int fds_each(void (*fn)(int fd, const char *target, void *arg), void *arg)
 		if (e->d_name[0] == '.')
 			continue;
 		n++;
-		char link[300], target[512];
-		snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
+		char link[400], target[512];
+		snprintf(link, sizeof link, "%s/%s", dir, e->d_name);
 		ssize_t k = readlink(link, target, sizeof target - 1);
 		if (fn && k > 0) {
 			target[k] = 0;
