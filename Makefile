@@ -58,7 +58,10 @@ $(B)/tests/%: tests/%.c $(TEST_LIB) $(wildcard tests/lib/*.h) src/proto.h $(B)/l
 $(B)/examples/%: examples/%.c $(B)/libummap.a | $(B)/examples
 	$(CC) $(CFLAGS) -o $@ $< $(B)/libummap.a $(LDLIBS)
 
-$(B)/obj $(B)/tests $(B)/examples:
+$(B)/bench/%: bench/%.c $(B)/libummap.a | $(B)/bench
+	$(CC) $(CFLAGS) -o $@ $< $(B)/libummap.a $(LDLIBS)
+
+$(B)/obj $(B)/tests $(B)/examples $(B)/bench:
 	mkdir -p $@
 
 # The test command: every test program.  The fuzzer runs a fixed seed so
@@ -86,6 +89,10 @@ fuzz-long: $(B)/tests/test_fuzz
 # The crash loop of tests/test_crash.c, 10,000 cycles per ending.
 crash-long: all $(B)/tests/test_crash
 	CRASH_CYCLES=$${CRASH_CYCLES:-10000} $(B)/tests/test_crash --jobs=1 --verbose
+
+# What paging private anonymous memory costs, next to the kernel.
+bench-anon: $(B)/bench/anon_first_touch
+	$(B)/bench/anon_first_touch
 
 demo: all
 	$(B)/ummap demo
@@ -116,5 +123,5 @@ install: all $(B)/ummap.pc
 clean:
 	rm -rf build build-asan build-tsan
 
-.PHONY: all test sanitize tsan fuzz-long crash-long demo setup install clean FORCE
+.PHONY: all test sanitize tsan fuzz-long crash-long bench-anon demo setup install clean FORCE
 .SECONDARY:

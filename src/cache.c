@@ -5,7 +5,9 @@
  * A cache is a memfd holding the file's cached pages at their file offsets,
  * a window (an unregistered shared mapping of the memfd through which the
  * engine fills and writes back pages without faulting on its own
- * userfaultfd), and one state byte per page (PG_*).  The memfd is as large as
+ * userfaultfd), and one state byte per page (PG_*, proto.h; in a memfd of
+ * their own for files, which the writeback service holds too, see
+ * service.c; in plain memory for anonymous memory).  The memfd is as large as
  * the furthest mapped offset (c_extent), not the file: the end of file is
  * enforced by the fault path, which reads the file's size, so a file that
  * grows is usable at once.  The window and the page states cover only what
@@ -50,7 +52,10 @@ struct um_cache *cache_by_wd(int wd)
 	return NULL;
 }
 
-static struct um_cache *cache_alloc(int *err)
+/* A cache; its page states in a memfd of their own when the writeback
+ * service is to see them (files), in plain memory otherwise (anonymous
+ * memory: one descriptor fewer per mapping). */
+static struct um_cache *cache_alloc(bool shared_states, int *err)
 {
 	struct um_cache *c = calloc(1, sizeof *c);
 	if (!c) {
@@ -61,8 +66,8 @@ static struct um_cache *cache_alloc(int *err)
 	c->c_win = MAP_FAILED;
 	c->c_pstate = MAP_FAILED;
 	c->c_memfd = memfd_create("ummap-cache", MFD_CLOEXEC);
-	c->c_statefd = c->c_memfd < 0 ? -1 : memfd_create("ummap-state", MFD_CLOEXEC);
-	if (c->c_statefd < 0) {
+	c->c_statefd = c->c_memfd < 0 || !shared_states ? -1 : memfd_create("ummap-state", MFD_CLOEXEC);
+	if (c->c_memfd < 0 || (shared_states && c->c_statefd < 0)) {
 		*err = errno;
 		if (c->c_memfd >= 0)
 			close(c->c_memfd);
@@ -92,7 +97,8 @@ void cache_free(struct um_cache *c)
 	if (c->c_pstate != MAP_FAILED)
 		sys_munmap(c->c_pstate, c->c_pslen);
 	close(c->c_memfd);
-	close(c->c_statefd);
+	if (c->c_statefd >= 0)
+		close(c->c_statefd);
 	if (c->c_store)
 		c->c_store->ops->close(c->c_store);
 	if (c->c_swap)
@@ -114,13 +120,15 @@ static int cache_grow_window(struct um_cache *c)
 		want = c->c_extent;
 	if (want <= c->c_wext)
 		return 0;
-	/* The page states grow in their memfd (new bytes read as zero). */
+	/* The page states grow in their memfd or memory (new bytes read
+	 * as zero). */
 	uint64_t pslen = um_pgup(want / UM_PAGE);
 	if (pslen > c->c_pslen) {
-		if (ftruncate(c->c_statefd, (off_t)pslen) < 0)
+		if (c->c_statefd >= 0 && ftruncate(c->c_statefd, (off_t)pslen) < 0)
 			return -errno;
+		int fl = c->c_statefd >= 0 ? MAP_SHARED : MAP_PRIVATE | MAP_ANONYMOUS;
 		void *ps = c->c_pstate == MAP_FAILED
-			? sys_mmap(NULL, pslen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, c->c_statefd, 0)
+			? sys_mmap(NULL, pslen, PROT_READ | PROT_WRITE, fl | MAP_NORESERVE, c->c_statefd, 0)
 			: sys_mremap(c->c_pstate, c->c_pslen, pslen, MREMAP_MAYMOVE, NULL);
 		if (ps == MAP_FAILED)
 			return -errno;
@@ -167,7 +175,7 @@ struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *
 		}
 		return c;
 	}
-	c = cache_alloc(err);
+	c = cache_alloc(true, err);
 	if (!c)
 		return NULL;
 	c->c_dev = st->st_dev;
@@ -191,7 +199,7 @@ struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *
  * grow it). */
 struct um_cache *cache_new_anon(uint64_t len, int *err)
 {
-	struct um_cache *c = cache_alloc(err);
+	struct um_cache *c = cache_alloc(false, err);
 	if (!c)
 		return NULL;
 	int e = ftruncate(c->c_memfd, (off_t)len) < 0 ? -errno : 0;
@@ -206,6 +214,17 @@ struct um_cache *cache_new_anon(uint64_t len, int *err)
 		return NULL;
 	}
 	return c;
+}
+
+/* Anonymous memory [off, off+len) reads as zeros from now on: its pages and
+ * their swapped copies go (MADV_REMOVE, MADV_DONTNEED on private memory). */
+void cache_discard(struct um_cache *c, uint64_t off, uint64_t len)
+{
+	evict_range(c, off, len, false);
+	if (c->c_swap)
+		fallocate(c->c_swap->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+	for (uint64_t p = off / UM_PAGE; p < (off + len) / UM_PAGE && p < c->c_wext / UM_PAGE; p++)
+		c->c_pstate[p] &= (uint8_t)~PG_SWAPPED;
 }
 
 /* Drop one region's reference; the last one writes the cache back and frees

@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/inotify.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -21,7 +23,7 @@
 #include "internal.h"
 
 struct um_engine um = { .lock = PTHREAD_MUTEX_INITIALIZER, .uffd = -1, .inotify = -1, .wake_fd = -1,
-			 .svc = -1 };
+			 .svc = -1, .fork_pipe = { -1, -1 } };
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
@@ -110,15 +112,70 @@ static void at_exit(void)
  * would), and the um_* calls are the kernel's.  vfork and posix_spawn run no fork
  * handlers and share the parent's memory, so they are unaffected.
  */
-/* Before fork(): bring every swapped anonymous page back (the child finds
- * shared anonymous memory in the memfd, and ummap swaps nothing out from
- * now on: see can_swap). */
+/*
+ * Private anonymous memory is a memfd mapped shared, which the child would
+ * share: the child copies it into kernel anonymous memory of its own
+ * (fork_child), while the parent's private regions are write-protected
+ * (its other threads' stores wait) and the parent waits for the copy.
+ */
+static void protect_private(bool on)
+{
+	for (size_t i = 0; i < um.nregions; i++) {
+		struct um_region *r = &um.regions[i];
+		if (r->r_kind != UM_ANON_PRIVATE)
+			continue;
+		struct uffdio_writeprotect wp = {
+			.range = { r->r_start, r->r_end - r->r_start },
+			.mode = on ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+		};
+		ioctl(um.uffd, UFFDIO_WRITEPROTECT, &wp);
+		if (on && um.fork_pipe[0] < 0 && pipe2(um.fork_pipe, O_CLOEXEC) < 0)
+			um.fork_pipe[0] = um.fork_pipe[1] = -1;
+	}
+}
+
+/* The child's copy of private region r, with what the parent has in
+ * memory or in swap; wiped on fork: zeros.  If no memory can be had, the
+ * range is fenced off (sharing the parent's pages would corrupt them). */
+static void private_copy(struct um_region *r)
+{
+	size_t len = r->r_end - r->r_start;
+	struct um_cache *c = r->r_cache;
+	uint8_t *n = sys_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (n == MAP_FAILED) {
+		sys_mmap((void *)r->r_start, len, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			 -1, 0);
+		return;
+	}
+	uint64_t p0 = r->r_off / UM_PAGE, np = len / UM_PAGE;
+	for (uint64_t k = 0; !r->r_wipeonfork && k < np;) {
+		uint8_t kind = c->c_pstate[p0 + k] & (PG_PRESENT | PG_SWAPPED);
+		uint64_t j = k;
+		while (j < np && (c->c_pstate[p0 + j] & (PG_PRESENT | PG_SWAPPED)) == kind)
+			j++;
+		uint64_t off = (p0 + k) * UM_PAGE, blen = (j - k) * UM_PAGE;
+		if (kind & PG_PRESENT)
+			memcpy(n + k * UM_PAGE, c->c_win + off, blen);
+		else if (kind)
+			c->c_swap->ops->read(c->c_swap, n + k * UM_PAGE, blen, off);
+		k = j;
+	}
+	sys_mprotect(n, len, r->r_prot);
+	sys_mremap(n, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)r->r_start);
+	if (r->r_locked)
+		sys_mlock((void *)r->r_start, len);
+}
+
+/* Before fork(): bring every swapped shared anonymous page back (the child
+ * finds shared anonymous memory in the memfd, and ummap swaps none out from
+ * now on: see can_swap); private memory waits for the child's copy. */
 static void fork_prepare(void)
 {
 	um_lock();
 	um.forked = true;
+	protect_private(true);
 	for (struct um_cache *c = um.caches; c; c = c->c_next) {
-		if (!c->c_swap)
+		if (!c->c_swap || c->c_private)
 			continue;
 		/* In runs, one read each; present pages in between are
 		 * skipped by cache_fill. */
@@ -136,16 +193,57 @@ static void fork_prepare(void)
 		}
 	}
 }
-static void fork_parent(void) { um_unlock(); }
+static void fork_parent(void)
+{
+	if (um.fork_pipe[0] >= 0) {
+		/* One byte from the child, or end of file if there is none. */
+		char b;
+		close(um.fork_pipe[1]);
+		while (read(um.fork_pipe[0], &b, 1) < 0 && errno == EINTR)
+			;
+		close(um.fork_pipe[0]);
+		um.fork_pipe[0] = um.fork_pipe[1] = -1;
+	}
+	protect_private(false);
+	um_unlock();
+}
+
 static void fork_child(void)
 {
 	for (size_t i = 0; i < um.nregions; i++) {
 		struct um_region *r = &um.regions[i];
 		/* (MADV_DONTFORK ranges are not in the child at all.) */
-		if ((r->r_kind == UM_FILE_SHARED || r->r_kind == UM_FILE_PRIVATE) && !r->r_dontfork)
+		if (r->r_dontfork)
+			continue;
+		if (r->r_kind == UM_FILE_SHARED || r->r_kind == UM_FILE_PRIVATE)
 			sys_mmap((void *)r->r_start, r->r_end - r->r_start, PROT_NONE,
 				 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		else if (r->r_kind == UM_ANON_PRIVATE)
+			private_copy(r);
 	}
+	if (um.fork_pipe[1] >= 0) {
+		if (write(um.fork_pipe[1], "c", 1) < 0) {
+			/* The parent then reads end of file when we exit. */
+		}
+		close(um.fork_pipe[0]);
+		close(um.fork_pipe[1]);
+		um.fork_pipe[0] = um.fork_pipe[1] = -1;
+	}
+	/* The child's private memory is its own now: the parent's objects
+	 * are not kept alive by it. */
+	for (size_t i = 0; i < um.nregions; i++)
+		if (um.regions[i].r_kind == UM_ANON_PRIVATE) {
+			um.regions[i].r_kind = UM_ANON_KERNEL;
+			um.regions[i].r_cache = NULL;
+		}
+	for (struct um_cache *c = um.caches; c; c = c->c_next)
+		if (c->c_private) {
+			sys_munmap(c->c_win, c->c_wext);
+			c->c_win = MAP_FAILED;
+			close(c->c_memfd);
+			if (c->c_swap)
+				close(c->c_swap->fd);
+		}
 	svc_fork_child();
 	close(um.uffd);
 	um.uffd = -1;

@@ -94,6 +94,10 @@ static uint64_t prepare_page(struct um_region *r, uint64_t p, bool written)
 	struct um_cache *c = r->r_cache;
 	if (r->r_kind == UM_FILE_SHARED && (written || (!um.wp && r->r_maywrite)))
 		set_dirty(c, p);
+	if (r->r_kind == UM_ANON_PRIVATE)
+		/* A store to a page given MADV_FREE must be seen (it keeps the
+		 * page): such pages go in write-protected. */
+		return (c->c_pstate[p] & PG_LAZYFREE) ? UFFDIO_CONTINUE_MODE_WP : 0;
 	return (r->r_wp && !(c->c_pstate[p] & PG_DIRTY)) ? UFFDIO_CONTINUE_MODE_WP : 0;
 }
 
@@ -222,6 +226,18 @@ static void on_fault(const struct uffd_msg *m)
 	}
 	struct um_cache *c = r->r_cache;
 	r->r_map->m_st.faults++;
+	if ((flags & UFFD_PAGEFAULT_FLAG_WP) && r->r_kind == UM_ANON_PRIVATE) {
+		/* A store to a page given MADV_FREE (it is kept from now on),
+		 * or to private memory write-protected while a fork child
+		 * copied it (config.c: the copy is done once the lock is ours). */
+		uint64_t p = (r->r_off + (page - r->r_start)) / UM_PAGE;
+		if (p < c->c_wext / UM_PAGE)
+			c->c_pstate[p] &= (uint8_t)~PG_LAZYFREE;
+		struct uffdio_writeprotect wp = { .range = { page, UM_PAGE }, .mode = 0 };
+		if (ioctl(um.uffd, UFFDIO_WRITEPROTECT, &wp) < 0)
+			wake(page);
+		return;
+	}
 	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
 		on_wp_fault(r, page);
 		return;
@@ -301,6 +317,8 @@ static void on_fault(const struct uffd_msg *m)
 		COUNT(r, hits, 1);
 	}
 	c->c_pstate[off / UM_PAGE] |= PG_REF;
+	if ((flags & UFFD_PAGEFAULT_FLAG_WRITE) && r->r_kind == UM_ANON_PRIVATE)
+		c->c_pstate[off / UM_PAGE] &= (uint8_t)~PG_LAZYFREE;
 	bool write = (flags & UFFD_PAGEFAULT_FLAG_WRITE) && r->r_kind == UM_FILE_SHARED;
 	map_pages(r, r->r_start + (s - r->r_off), r->r_start + (e - r->r_off), write ? page : 0);
 	note_recent(tid, c, s, unit_end > s ? unit_end - s : UM_PAGE);

@@ -13,7 +13,12 @@
  * taken inside system calls work), filling the memfd from the store and
  * mapping pages with UFFDIO_CONTINUE.  Evicting a page is punching it out of
  * the memfd: the kernel unmaps it from every VMA (shared and private, never
- * touching private copies), so the next access faults again.
+ * touching private copies), so the next access faults again.  Anonymous
+ * memory is a cache without a file: shared, or private (a memfd of its own
+ * mapped shared, which no other process maps; fork() gives the child a copy,
+ * config.c), its evicted pages kept in a swap store.  The page states of a
+ * file's cache live in a memfd the writeback service also holds (proto.h),
+ * so that a killed process's dirty pages still reach the file.
  *
  * Invariants (all under um.lock):
  *  I1. A page is PRESENT in pstate iff it was filled into the memfd and not
@@ -74,6 +79,8 @@ struct um_cache {
 	int c_statefd;		/* memfd of the page states */
 	uint64_t c_pslen;	/* bytes of c_pstate mapped */
 	bool c_kept;		/* handed to the writeback service */
+	bool c_private;		/* private anonymous memory: one process's, its
+				 * pages unreachable once unmapped */
 	uint64_t c_size;	/* file size as last seen */
 	int c_refs;		/* regions that map this cache */
 	int c_locked;		/* of which MAP_LOCKED / mlocked */
@@ -92,7 +99,9 @@ enum um_kind {
 	UM_FILE_SHARED,
 	UM_FILE_PRIVATE,
 	UM_ANON_SHARED,
-	UM_ANON_PRIVATE, /* kernel anonymous memory, recorded only */
+	UM_ANON_PRIVATE, /* private anonymous memory paged by ummap: a memfd of
+			  * its own, mapped shared (no one else maps it) */
+	UM_ANON_KERNEL,	 /* kernel anonymous memory, recorded only */
 };
 
 /* One um_mmap call, shared by the regions it became (splits, moves). */
@@ -111,6 +120,7 @@ struct um_region {
 	bool r_wp;		/* registered for write-protect tracking */
 	bool r_locked;
 	bool r_dontfork;		/* MADV_DONTFORK: absent from a fork child */
+	bool r_wipeonfork;	/* MADV_WIPEONFORK (private anonymous): zeros in a child */
 	int r_advice;		/* MADV_NORMAL, RANDOM or SEQUENTIAL */
 	uint64_t r_fault_size;	/* 0 = process default */
 	uint64_t r_ra_max;	/* UINT64_MAX = process default */
@@ -146,7 +156,9 @@ struct um_engine {
 	pthread_t fault_thread, wb_thread;
 	struct um_config cfg;
 	uint64_t resident;	/* all caches' PRESENT bytes */
-	bool forked;		/* fork() was called: anonymous pages stay in memory */
+	bool forked;		/* fork() was called: shared anonymous pages stay in memory */
+	bool remapping;		/* um_mremap moves regions: keep their pages */
+	int fork_pipe[2];	/* a fork child says it has copied its private memory */
 	uint64_t anon;		/* private anonymous bytes resident, sampled */
 	uint64_t anon_at;	/* when (CLOCK_MONOTONIC ns) */
 	struct um_stats st;	/* process counters (resident/dirty derived) */
@@ -187,6 +199,7 @@ int region_reserve(size_t n); /* room for n regions, 0 or -ENOMEM */
 int region_insert(const struct um_region *r);
 int region_remove_range(uintptr_t start, uintptr_t end); /* 0 or -errno of writeback */
 int region_split_at(uintptr_t addr);
+void drop_unmapped(struct um_cache *c, uint64_t off, uint64_t len);
 void mapping_put(struct um_mapping *m); /* drop a region's reference */
 int uffd_register(struct um_region *r);
 
@@ -195,6 +208,7 @@ struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *
 struct um_cache *cache_new_anon(uint64_t len, int *err);
 int cache_put(struct um_cache *c); /* drop a region's reference; 0 or -errno */
 void cache_free(struct um_cache *c);
+void cache_discard(struct um_cache *c, uint64_t off, uint64_t len); /* anonymous: to zeros */
 int cache_extend(struct um_cache *c, uint64_t end);
 int cache_fill(struct um_cache *c, uint64_t off, uint64_t len);
 void cache_set_size(struct um_cache *c, uint64_t size);

@@ -20,6 +20,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -72,15 +73,16 @@ void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offs
 		return sys_mmap(addr, length, prot, flags, fd, offset);
 	bool anon = flags & MAP_ANONYMOUS, shared = is_shared(flags);
 	struct stat st;
-	/* What ummap does not serve goes to the kernel unchanged: private
-	 * anonymous memory, huge pages, and anything but a regular file (the
-	 * kernel also gives the errno of a bad descriptor). */
-	if ((anon && !shared) || (flags & MAP_HUGETLB) ||
+	/* What ummap does not serve goes to the kernel unchanged: huge pages,
+	 * stacks that grow, private anonymous memory when it cannot be
+	 * write-protected across fork (config.c), and anything but a regular
+	 * file (the kernel also gives the errno of a bad descriptor). */
+	if ((flags & (MAP_HUGETLB | MAP_GROWSDOWN)) || (anon && !shared && !um.wp) ||
 	    (!anon && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)))) {
 		void *p = sys_mmap(addr, length, prot, flags, fd, offset);
 		if (p != MAP_FAILED && anon) {
 			struct um_region r = { .r_start = (uintptr_t)p, .r_end = (uintptr_t)p + um_pgup(length),
-					       .r_kind = UM_ANON_PRIVATE, .r_prot = prot, .r_maywrite = true,
+					       .r_kind = UM_ANON_KERNEL, .r_prot = prot, .r_maywrite = true,
 					       .r_ra_max = UINT64_MAX };
 			um_lock();
 			region_remove_range(r.r_start, r.r_end);
@@ -106,7 +108,7 @@ void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offs
 		.r_start = (uintptr_t)p,
 		.r_end = (uintptr_t)p + len,
 		.r_off = anon ? 0 : (uint64_t)offset,
-		.r_kind = anon ? UM_ANON_SHARED : shared ? UM_FILE_SHARED : UM_FILE_PRIVATE,
+		.r_kind = anon ? (shared ? UM_ANON_SHARED : UM_ANON_PRIVATE) : shared ? UM_FILE_SHARED : UM_FILE_PRIVATE,
 		.r_prot = prot,
 		.r_locked = flags & MAP_LOCKED,
 		.r_advice = MADV_NORMAL,
@@ -120,6 +122,8 @@ void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offs
 	}
 	if (anon) {
 		c = cache_new_anon(len, &err);
+		if (c)
+			c->c_private = !shared;
 		r.r_maywrite = true;
 	} else {
 		int acc = fcntl(fd, F_GETFL) & O_ACCMODE;
@@ -132,7 +136,9 @@ void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offs
 		goto undo_cache;
 	r.r_cache = c;
 	r.r_wb_seen = c->c_wb_seq;
-	int mflags = MAP_FIXED | (shared ? MAP_SHARED : MAP_PRIVATE) | (flags & MAP_NORESERVE);
+	/* Private anonymous memory too maps its memfd shared: no one else maps
+	 * it, and its pages can then be evicted by punching. */
+	int mflags = MAP_FIXED | (shared || anon ? MAP_SHARED : MAP_PRIVATE) | (flags & MAP_NORESERVE);
 	if (sys_mmap(p, len, prot, mflags, c->c_memfd, (off_t)r.r_off) == MAP_FAILED) {
 		err = errno;
 		goto undo_cache;
@@ -211,12 +217,28 @@ static uintptr_t first_refusing_remove(uintptr_t s, uintptr_t e, int *err)
 	for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < e; i++) {
 		struct um_region *r = &um.regions[i];
 		bool shared = r->r_kind == UM_FILE_SHARED || r->r_kind == UM_ANON_SHARED;
+		bool anon_private = r->r_kind == UM_ANON_PRIVATE || r->r_kind == UM_ANON_KERNEL;
 		if (!shared || r->r_locked || !r->r_maywrite) {
-			*err = r->r_locked || r->r_kind == UM_ANON_PRIVATE ? EINVAL : EACCES;
+			*err = r->r_locked || anon_private ? EINVAL : EACCES;
 			return r->r_start > s ? r->r_start : s;
 		}
 	}
 	return 0;
+}
+
+/* Where the kernel's walk over [s, e) meets its first hole (ENOMEM): the
+ * regions before it took the new protection.  Gaps between ummap's
+ * regions may hold other mappings; msync finds out which are holes. */
+static uintptr_t first_hole(uintptr_t s, uintptr_t e)
+{
+	uintptr_t a = s;
+	for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < e; i++) {
+		struct um_region *r = &um.regions[i];
+		if (r->r_start > a && sys_msync((void *)a, r->r_start - a, MS_ASYNC) < 0)
+			return a;
+		a = r->r_end;
+	}
+	return e;
 }
 
 int um_mprotect(void *addr, size_t length, int prot)
@@ -228,7 +250,7 @@ int um_mprotect(void *addr, size_t length, int prot)
 	uintptr_t deny = (prot & PROT_WRITE) ? first_readonly_shared(s, e) : 0;
 	int rc = deny ? (deny > s ? sys_mprotect(addr, deny - s, prot) : 0) : sys_mprotect(addr, length, prot);
 	int err = rc < 0 ? errno : deny ? EACCES : 0;
-	uintptr_t done = deny ? (rc < 0 ? s : deny) : (rc < 0 ? s : e);
+	uintptr_t done = deny ? (rc < 0 ? s : deny) : (rc < 0 ? (err == ENOMEM ? first_hole(s, e) : s) : e);
 	if (done > s && !region_split_at(s) && !region_split_at(done))
 		for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < done; i++)
 			um.regions[i].r_prot = prot;
@@ -275,6 +297,31 @@ int um_msync(void *addr, size_t length, int flags)
 	return 0;
 }
 
+/*
+ * MADV_FREE on private anonymous memory: the data stays (the kernel drops
+ * it only when memory is short), but MADV_PAGEOUT drops the pages not
+ * stored into since, as the kernel's reclaim does.  Stores are seen by
+ * write-protecting the range (fault.c clears the mark).
+ */
+static void mark_lazyfree(struct um_region *r, uintptr_t s, uintptr_t e)
+{
+	struct um_cache *c = r->r_cache;
+	for (uintptr_t a = s; a < e; a += UM_PAGE) {
+		uint64_t p = (r->r_off + (a - r->r_start)) / UM_PAGE;
+		if (p < c->c_wext / UM_PAGE && (c->c_pstate[p] & PG_PRESENT))
+			c->c_pstate[p] |= PG_LAZYFREE;
+	}
+	struct uffdio_writeprotect wp = { .range = { s, e - s }, .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+	ioctl(um.uffd, UFFDIO_WRITEPROTECT, &wp);
+}
+
+static void discard_lazyfree(struct um_cache *c, uint64_t off, uint64_t len)
+{
+	for (uint64_t p = off / UM_PAGE; p < (off + len) / UM_PAGE && p < c->c_wext / UM_PAGE; p++)
+		if ((c->c_pstate[p] & (PG_PRESENT | PG_LAZYFREE)) == (PG_PRESENT | PG_LAZYFREE))
+			cache_discard(c, p * UM_PAGE, UM_PAGE);
+}
+
 /* What ummap adds to the kernel's madvise on [s, e) of region r. */
 static void advise_region(struct um_region *r, uintptr_t s, uintptr_t e, int advice)
 {
@@ -302,18 +349,32 @@ static void advise_region(struct um_region *r, uintptr_t s, uintptr_t e, int adv
 		break;
 	case MADV_REMOVE:
 		/* The kernel punched the memfd; the file loses the range too. */
-		if (c) {
+		if (c && c->c_store) {
 			evict_range(c, off, len, false);
-			struct um_store *st = c->c_store ? c->c_store : c->c_swap;
-			if (st && st->fd >= 0)
-				fallocate(st->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
-			for (uint64_t p = off / UM_PAGE; p < (off + len) / UM_PAGE && p < c->c_wext / UM_PAGE; p++)
-				c->c_pstate[p] &= (uint8_t)~PG_SWAPPED;
+			fallocate(c->c_store->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+		} else if (c) {
+			cache_discard(c, off, len);
 		}
+		break;
+	case MADV_DONTNEED:
+		/* Private anonymous memory reads as zeros after. */
+		if (r->r_kind == UM_ANON_PRIVATE)
+			cache_discard(c, off, len);
+		break;
+	case MADV_WIPEONFORK:
+	case MADV_KEEPONFORK:
+		if (r->r_kind == UM_ANON_PRIVATE)
+			r->r_wipeonfork = advice == MADV_WIPEONFORK;
 		break;
 	case MADV_PAGEOUT:
 		if (c && c->c_store)
 			evict_range(c, off, len, true);
+		else if (r->r_kind == UM_ANON_PRIVATE)
+			discard_lazyfree(c, off, len);
+		break;
+	case MADV_FREE:
+		if (r->r_kind == UM_ANON_PRIVATE)
+			mark_lazyfree(r, s, e);
 		break;
 	case MADV_COLD:
 		if (c)
@@ -321,6 +382,60 @@ static void advise_region(struct um_region *r, uintptr_t s, uintptr_t e, int adv
 				c->c_pstate[p] &= (uint8_t)~PG_REF;
 		break;
 	}
+}
+
+/*
+ * To the kernel, private anonymous memory of ummap's is a shared memfd
+ * mapping, where it refuses MADV_FREE, MADV_WIPEONFORK and MADV_KEEPONFORK.
+ * The advice it is given there instead (0: none); ummap does the rest
+ * (advise_region).
+ */
+static int kernel_advice(const struct um_region *r, int advice)
+{
+	if (r->r_kind != UM_ANON_PRIVATE)
+		return advice;
+	/* MADV_FREE keeps the data until memory is short (ummap swaps it
+	 * then); MADV_COLD gives its EINVAL on locked memory. */
+	if (advice == MADV_FREE)
+		return MADV_COLD;
+	return advice == MADV_WIPEONFORK || advice == MADV_KEEPONFORK ? 0 : advice;
+}
+
+/*
+ * madvise(2) over [s, e) in stretches, each private anonymous region of
+ * ummap's given its kernel_advice, the rest the advice itself, walking as
+ * the kernel does: it stops at the first error but ENOMEM (a hole), which
+ * is returned at the end.  *done: where ummap's own part stops.
+ */
+static int madvise_by_stretch(uintptr_t s, uintptr_t e, int advice, uintptr_t *done)
+{
+	int nomem = 0;
+	*done = e;
+	for (uintptr_t a = s; a < e;) {
+		size_t i = region_find(a);
+		struct um_region *r = i < um.nregions ? &um.regions[i] : NULL;
+		uintptr_t b = e;
+		int adv = advice;
+		if (r && r->r_start <= a && r->r_kind == UM_ANON_PRIVATE) {
+			b = r->r_end < e ? r->r_end : e;
+			adv = kernel_advice(r, advice);
+		} else {
+			for (; i < um.nregions && um.regions[i].r_start < e; i++)
+				if (um.regions[i].r_kind == UM_ANON_PRIVATE && um.regions[i].r_start > a) {
+					b = um.regions[i].r_start;
+					break;
+				}
+		}
+		if (adv && sys_madvise((void *)a, b - a, adv) < 0) {
+			if (errno != ENOMEM) {
+				*done = a;
+				return errno;
+			}
+			nomem = ENOMEM;
+		}
+		a = b;
+	}
+	return nomem;
 }
 
 int um_madvise(void *addr, size_t length, int advice)
@@ -345,14 +460,23 @@ int um_madvise(void *addr, size_t length, int advice)
 	if (deny)
 		e = deny;
 	int kerr = 0;
-	if ((!deny || deny > s) && sys_madvise(addr, deny ? deny - s : length, advice) < 0)
+	bool by_stretch = (advice == MADV_FREE || advice == MADV_WIPEONFORK || advice == MADV_KEEPONFORK) &&
+			  !(s & (UM_PAGE - 1)) && s < e;
+	uintptr_t done = e;
+	if (by_stretch)
+		kerr = madvise_by_stretch(s, e, advice, &done);
+	else if ((!deny || deny > s) && sys_madvise(addr, deny ? deny - s : length, advice) < 0)
 		kerr = errno;
-	if (kerr && !(advice == MADV_REMOVE && kerr == ENOMEM)) {
+	/* What the walk covered gets ummap's part, then the error: the
+	 * kernel's walk goes on past holes (ENOMEM at the end). */
+	e = done;
+	if (kerr && !by_stretch && kerr != ENOMEM) {
 		um_unlock();
 		return fail(kerr);
 	}
 	bool split = advice == MADV_NORMAL || advice == MADV_RANDOM || advice == MADV_SEQUENTIAL ||
-		     advice == MADV_DONTFORK || advice == MADV_DOFORK;
+		     advice == MADV_DONTFORK || advice == MADV_DOFORK || advice == MADV_WIPEONFORK ||
+		     advice == MADV_KEEPONFORK;
 	if (!split || (!region_split_at(s) && !region_split_at(e)))
 		for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < e; i++) {
 			struct um_region *r = &um.regions[i];
@@ -383,6 +507,95 @@ static void reregister_merged(struct um_region *moved, struct um_region *nb)
 		sys_madvise((void *)nb->r_start, nb->r_end - nb->r_start, MADV_DONTNEED);
 }
 
+/* Does a region of c map [from, to), or does c hold pages there? */
+static bool offsets_taken(struct um_cache *c, uint64_t from, uint64_t to)
+{
+	for (size_t i = 0; i < um.nregions; i++) {
+		struct um_region *o = &um.regions[i];
+		if (o->r_cache == c && o->r_off < to && o->r_off + (o->r_end - o->r_start) > from)
+			return true;
+	}
+	for (uint64_t p = from / UM_PAGE; p < to / UM_PAGE && p < c->c_wext / UM_PAGE; p++)
+		if (c->c_pstate[p] & (PG_PRESENT | PG_SWAPPED))
+			return true;
+	return false;
+}
+
+/*
+ * Map private anonymous region r at fresh offsets at the end of its memfd,
+ * with the pages of its first `keep` bytes copied there (from memory or
+ * swap); the old offsets are left to the caller.
+ */
+static int private_relocate(struct um_region *r, uint64_t keep)
+{
+	struct um_cache *c = r->r_cache;
+	uint64_t len = r->r_end - r->r_start, noff = c->c_extent;
+	int e = cache_extend(c, noff + len);
+	if (e)
+		return e;
+	c->c_size = noff + len;
+	for (uint64_t k = 0; k < keep / UM_PAGE; k++) {
+		uint64_t p = r->r_off / UM_PAGE + k, q = noff / UM_PAGE + k;
+		uint8_t s = c->c_pstate[p];
+		if (!(s & (PG_PRESENT | PG_SWAPPED)))
+			continue;
+		sys_madvise(c->c_win + q * UM_PAGE, UM_PAGE, MADV_POPULATE_WRITE);
+		if (s & PG_PRESENT)
+			memcpy(c->c_win + q * UM_PAGE, c->c_win + p * UM_PAGE, UM_PAGE);
+		else
+			c->c_swap->ops->read(c->c_swap, c->c_win + q * UM_PAGE, UM_PAGE, p * UM_PAGE);
+		c->c_pstate[q] = PG_PRESENT | PG_REF;
+		c->c_resident += UM_PAGE;
+		um.resident += UM_PAGE;
+	}
+	if (sys_mmap((void *)r->r_start, len, r->r_prot, MAP_FIXED | MAP_SHARED | MAP_NORESERVE, c->c_memfd,
+		     (off_t)noff) == MAP_FAILED)
+		return -errno;
+	r->r_off = noff;
+	return 0;
+}
+
+/*
+ * Private anonymous region r grew in place or while moving (mremap): the
+ * kernel maps the memfd offsets that follow its old end, which may belong
+ * to another piece of the same mapping (a split one).  Private pages are
+ * the region's alone, so it then moves to fresh offsets (the old ones are
+ * dropped as unmapped).
+ */
+static int private_grow(struct um_region *r, uint64_t oldlen)
+{
+	struct um_cache *c = r->r_cache;
+	uint64_t to = r->r_off + (r->r_end - r->r_start);
+	if (offsets_taken(c, r->r_off + oldlen, to))
+		return private_relocate(r, oldlen);
+	if (to > c->c_size)
+		c->c_size = to;
+	return cache_extend(c, to);
+}
+
+/*
+ * MREMAP_DONTUNMAP leaves the old range mapped and empty: private anonymous
+ * memory reads zeros there (shared memory still maps its object).  The
+ * moved pages go to fresh offsets and the old ones are discarded, so that
+ * the old range keeps its VMA (as the kernel's does) and reads zeros.
+ */
+static void dontunmap_private(const struct um_region *moved, size_t n, uintptr_t os, uintptr_t ns)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (moved[i].r_kind != UM_ANON_PRIVATE)
+			continue;
+		uintptr_t a = moved[i].r_start > os ? moved[i].r_start : os;
+		struct um_region *r = region_at(ns + (a - os));
+		if (!r || r->r_cache != moved[i].r_cache)
+			continue;
+		uint64_t off = r->r_off, len = r->r_end - r->r_start;
+		if (!private_relocate(r, len)) {
+			uffd_register(r);
+			cache_discard(r->r_cache, off, len);
+		}
+	}
+}
+
 void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, ...)
 {
 	void *new_address = NULL;
@@ -410,6 +623,13 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 		return fail_ptr(ENOMEM);
 	}
 	memcpy(moved, &um.regions[first], n * sizeof *moved);
+	/* Private memory cannot be duplicated (the kernel's EINVAL for
+	 * old_size 0 on a private mapping; to it ours is shared). */
+	if (!old_size && n && moved[0].r_start <= os && moved[0].r_kind == UM_ANON_PRIVATE) {
+		free(moved);
+		um_unlock();
+		return fail_ptr(EINVAL);
+	}
 	void *p = sys_mremap(old_address, old_size, new_size, flags, new_address);
 	if (p == MAP_FAILED) {
 		int e = errno;
@@ -425,9 +645,11 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 		if (moved[i].r_map)
 			moved[i].r_map->m_refs++;
 	}
+	um.remapping = true; /* the pages move with the regions */
 	if (old_size && !(flags & MREMAP_DONTUNMAP))
 		region_remove_range(os, oe);
 	region_remove_range(ns, ns + nlen);
+	um.remapping = false;
 	for (size_t i = 0; i < n; i++) {
 		struct um_region r = moved[i];
 		uintptr_t a = r.r_start < os ? os : r.r_start;
@@ -438,11 +660,15 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 			r.r_end = ns + nlen;
 		if (r.r_start < r.r_end) {
 			r.r_ra_win = 0;
-			/* A file's cache grows with its mappings; a shared
-			 * anonymous object keeps its size, as shmem does, so
-			 * the grown part raises SIGBUS. */
-			if (r.r_cache && r.r_cache->c_store)
-				cache_extend(r.r_cache, r.r_off + (r.r_end - r.r_start));
+			/* A file's cache and private anonymous memory grow with
+			 * their mappings; a shared anonymous object keeps its
+			 * size, as shmem does, so the grown part raises SIGBUS. */
+			struct um_cache *c = r.r_cache;
+			uint64_t oldlen = (moved[i].r_end > oe ? oe : moved[i].r_end) - a;
+			if (c && c->c_store)
+				cache_extend(c, r.r_off + (r.r_end - r.r_start));
+			else if (c && c->c_private && r.r_end - r.r_start > oldlen)
+				private_grow(&r, oldlen);
 			/* Without UFFD_FEATURE_EVENT_REMAP the kernel drops the
 			 * registration (and write-protect bits) of moved pages:
 			 * register again and unmap shared pages so they come back
@@ -452,10 +678,15 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 				sys_madvise((void *)r.r_start, r.r_end - r.r_start, MADV_DONTNEED);
 			region_insert(&r);
 		}
-		if (moved[i].r_cache)
-			cache_put(moved[i].r_cache);
+		struct um_cache *c = moved[i].r_cache;
+		if (c && c->c_private && c->c_refs > 1)
+			drop_unmapped(c, moved[i].r_off, moved[i].r_end - moved[i].r_start); /* shrunk */
+		if (c)
+			cache_put(c);
 		mapping_put(moved[i].r_map);
 	}
+	if (flags & MREMAP_DONTUNMAP)
+		dontunmap_private(moved, n, os, ns);
 	if (ns != os && nlen) {
 		size_t lo = region_find(ns), hi = region_find(ns + nlen);
 		if (lo > 0 && lo < um.nregions && um.regions[lo].r_start == ns)

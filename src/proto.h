@@ -44,6 +44,8 @@ enum {
 	PG_ZERO = 1 << 3,    /* zeros the error handler chose: never written back */
 	PG_SWAPPED = 1 << 4, /* anonymous: its content is in the swap store */
 	PG_WRITING = 1 << 5, /* being written back: not DIRTY, not yet in the file */
+	PG_LAZYFREE = 1 << 6, /* private anonymous, MADV_FREE: dropped, not kept,
+			       * by MADV_PAGEOUT until the next store */
 };
 
 enum um_msg_type {

@@ -108,9 +108,10 @@ void mapping_put(struct um_mapping *m)
  * Drop the clean cached pages of [off, off+len) of cache c that no region
  * maps any more.  Nothing keeps them coherent with write(2) to the file
  * while unmapped (ummap does not see it), so the next mapping reads them
- * afresh instead of seeing stale data.
+ * afresh instead of seeing stale data.  Private anonymous pages no region
+ * maps are unreachable: discarded, swapped copies too.
  */
-static void drop_unmapped(struct um_cache *c, uint64_t off, uint64_t len)
+void drop_unmapped(struct um_cache *c, uint64_t off, uint64_t len)
 {
 	uint64_t end = off + len;
 	while (off < end) {
@@ -130,7 +131,10 @@ static void drop_unmapped(struct um_cache *c, uint64_t off, uint64_t len)
 			}
 		}
 		if (!covered) {
-			evict_range(c, off, stop - off, true);
+			if (c->c_private)
+				cache_discard(c, off, stop - off);
+			else
+				evict_range(c, off, stop - off, true);
 			off = stop;
 		}
 	}
@@ -178,7 +182,7 @@ int region_remove_range(uintptr_t start, uintptr_t end)
 			e = cache_put(c);
 			if (e && !err)
 				err = e;
-			if (!last && c->c_store)
+			if (!last && (c->c_store || (c->c_private && !um.remapping)))
 				drop_unmapped(c, r->r_off, r->r_end - r->r_start);
 		}
 		j++;
@@ -193,14 +197,16 @@ int region_remove_range(uintptr_t start, uintptr_t end)
  * and, for shared file mappings, WP (first write to a clean page). */
 int uffd_register(struct um_region *r)
 {
-	if (r->r_kind == UM_ANON_PRIVATE)
+	if (r->r_kind == UM_ANON_KERNEL)
 		return 0;
 	struct uffdio_register reg = {
 		.range = { .start = r->r_start, .len = r->r_end - r->r_start },
 		.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR,
 	};
 	r->r_wp = um.wp && r->r_kind == UM_FILE_SHARED;
-	if (r->r_wp)
+	/* Private anonymous memory is write-protected only across fork()
+	 * (config.c), not tracked. */
+	if (r->r_wp || r->r_kind == UM_ANON_PRIVATE)
 		reg.mode |= UFFDIO_REGISTER_MODE_WP;
 	if (ioctl(um.uffd, UFFDIO_REGISTER, &reg) < 0)
 		return -errno;

@@ -249,14 +249,15 @@ static void evict_chunk(struct um_cache *c, uint64_t off, uint64_t busy_off, uin
 }
 
 /*
- * Shared anonymous memory has no file: its evicted pages go to a swap store,
- * opened on first need.  Not after fork(): a child does not serve its own
- * faults yet, so it must find every page in memory (see config.c).
+ * Anonymous memory has no file: its evicted pages go to a swap store,
+ * opened on first need.  Shared anonymous memory not after fork(): a child
+ * does not serve its own faults yet, so it must find every page in memory
+ * (see config.c).  Private anonymous memory is the process's alone.
  */
 static bool can_swap(struct um_cache *c)
 {
 	int err;
-	if (um.forked)
+	if (um.forked && !c->c_private)
 		return false;
 	if (!c->c_swap)
 		c->c_swap = store_swap_open(&err);
@@ -324,8 +325,9 @@ static uint64_t sweep(struct um_cache *c, uint64_t want, uint64_t busy_off, uint
 }
 
 /*
- * Private anonymous memory is the kernel's (paging it is for a later
- * version), but it counts against the process budget: its resident size,
+ * Kernel anonymous memory (what ummap does not page: after a fork child's
+ * copy, or without write-protect support) counts against the process
+ * budget: its resident size,
  * measured with mincore(2) over the regions at most every ANON_SAMPLE_NS
  * (or now), leaves that much less room for cached pages.
  */
@@ -342,7 +344,7 @@ void anon_refresh(bool now)
 	uint64_t pages = 0;
 	for (size_t i = 0; i < um.nregions; i++) {
 		const struct um_region *r = &um.regions[i];
-		if (r->r_kind != UM_ANON_PRIVATE)
+		if (r->r_kind != UM_ANON_KERNEL)
 			continue;
 		for (uintptr_t a = r->r_start; a < r->r_end; a += sizeof vec * UM_PAGE) {
 			size_t len = r->r_end - a < sizeof vec * UM_PAGE ? r->r_end - a : sizeof vec * UM_PAGE;

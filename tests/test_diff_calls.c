@@ -752,6 +752,32 @@ DIFF_TEST(mremap, anonymous_grow)
 	D_READ(log, s2, 16);
 }
 
+/* A piece of private anonymous memory that grows (moving or in place)
+ * gets zeros past its old end, never the pages of the piece that follows
+ * it in the original mapping; munmap and MADV_DONTNEED give zeros after. */
+DIFF_TEST(mremap, private_pieces_grow_apart)
+{
+	char *r = D_MMAP(log, o, NULL, 16 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *a = D_MMAP(log, o, r, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	for (int i = 0; i < 4; i++)
+		D_FILL(log, a + i * PG, 'a' + i, PG);
+	char *m = D_MREMAP(log, o, a + PG, PG, 3 * PG, MREMAP_MAYMOVE);
+	D_READ(log, m, 3 * PG);
+	D_FILL(log, m + PG, 'x', PG);
+	D_READ(log, a + 2 * PG, 2 * PG);
+	D_CALL(log, o->munmap(r + 4 * PG, 12 * PG));
+	D_CALL(log, o->munmap(a + 3 * PG, PG));
+	char *g = D_MREMAP(log, o, a + 2 * PG, PG, 3 * PG, 0);
+	D_READ(log, g, 3 * PG);
+	D_CALL(log, o->madvise(g, PG, MADV_DONTNEED));
+	D_READ(log, g, PG);
+	D_CALL(log, o->munmap(a, PG));
+	char *b = D_MMAP(log, o, a, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	D_READ(log, b, PG);
+	/* Private memory cannot be duplicated. */
+	D_MREMAP(log, o, m, 0, PG, MREMAP_MAYMOVE);
+}
+
 DIFF_TEST(mremap, duplicate_shared_file_mapping)
 {
 	int fd = diff_mkfile(log, dir, "f", 2 * PG, 45);
@@ -820,6 +846,71 @@ DIFF_TEST(mremap, lands_next_to_its_continuation)
 	D_CALL(log, o->munmap(hi, 4 * PG));
 	D_PREAD(log, fd, 0, 8 * PG);
 	close(fd);
+}
+
+/* MADV_FREE keeps the data until reclaim; MADV_PAGEOUT reclaims: pages
+ * not stored into since read zeros, a page stored into keeps it all. */
+DIFF_TEST(madvise, free_then_pageout)
+{
+	char *a = D_MMAP(log, o, NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	D_FILL(log, a, 'f', 4 * PG);
+	D_CALL(log, o->madvise(a, 4 * PG, MADV_FREE));
+	D_READ(log, a, 4 * PG);
+	D_FILL(log, a + PG + 100, 'w', 8);
+	D_CALL(log, o->madvise(a + 2 * PG, PG, MADV_DONTNEED));
+	D_CALL(log, o->madvise(a, 4 * PG, MADV_PAGEOUT));
+	D_READ(log, a, 4 * PG);
+	D_FILL(log, a, 'g', 8);
+	D_CALL(log, o->madvise(a, 4 * PG, MADV_PAGEOUT));
+	D_READ(log, a, 4 * PG);
+	D_CALL(log, o->munmap(a, 4 * PG));
+}
+
+static uint32_t fnv32(const char *p, size_t n)
+{
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (uint8_t)p[i]) * 16777619u;
+	return h;
+}
+
+/* fork(): the child's private memory is a copy as at the fork (wiped where
+ * MADV_WIPEONFORK says); neither side sees the other's later stores. */
+DIFF_TEST(madvise, fork_copies_private_memory)
+{
+	char *a = D_MMAP(log, o, NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	for (int i = 0; i < 4; i++)
+		D_FILL(log, a + i * PG, 'a' + i, PG);
+	D_CALL(log, o->madvise(a + 3 * PG, PG, MADV_WIPEONFORK));
+	D_CALL(log, o->madvise(a + 2 * PG, PG, MADV_KEEPONFORK));
+	int go[2], back[2];
+	if (pipe(go) || pipe(back))
+		abort();
+	pid_t pid = fork();
+	if (pid == 0) {
+		char b;
+		a[0] = 'C';
+		if (read(go[0], &b, 1) != 1)
+			_exit(1);
+		uint32_t v = fnv32(a, 4 * PG);
+		_exit(write(back[1], &v, sizeof v) == sizeof v ? 0 : 2);
+	}
+	D_FILL(log, a + PG, 'P', 8);
+	if (write(go[1], "g", 1) != 1)
+		abort();
+	uint32_t v = 0;
+	if (read(back[0], &v, sizeof v) != sizeof v)
+		v = 0;
+	int st = 0;
+	waitpid(pid, &st, 0);
+	D_VAL(log, v);
+	D_VAL(log, WIFEXITED(st) ? WEXITSTATUS(st) : 100 + WTERMSIG(st));
+	D_READ(log, a, 4 * PG);
+	D_CALL(log, o->munmap(a, 4 * PG));
+	close(go[0]);
+	close(go[1]);
+	close(back[0]);
+	close(back[1]);
 }
 
 static void exit_with_segv_code(int sig, siginfo_t *si, void *uc)

@@ -64,9 +64,11 @@ Test(durability, ms_sync_reaches_the_device)
 	unlink(path);
 }
 
-/* A 256 KiB tmpfs at dir, in a mount namespace of this test's own, so that
- * the mount goes away with the process whatever happens. */
-static void small_tmpfs(char *dir)
+/* A 256 KiB tmpfs at dir (a mkdtemp template), in a mount namespace of
+ * this test's own, so that the mount goes away with the process whatever
+ * happens; returns a descriptor of dir/f (its name in path), a sparse
+ * 1 MiB file: it fits until written. */
+static int file_on_a_small_tmpfs(char *dir, char *path, size_t len)
 {
 	cr_assert(mkdtemp(dir) != NULL);
 	if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
@@ -75,17 +77,32 @@ static void small_tmpfs(char *dir)
 		rmdir(dir);
 		cr_skip_test("cannot mount a small tmpfs (%s): run as root to check ENOSPC", strerror(e));
 	}
+	snprintf(path, len, "%s/f", dir);
+	int fd = open(path, O_RDWR | O_CREAT, 0600);
+	cr_assert(fd >= 0);
+	cr_assert(ftruncate(fd, 1 * MiB) == 0);
+	return fd;
+}
+
+/* The file behind fd holds byte_at(i, seed) for its first MiB; then the
+ * small tmpfs at dir goes. */
+static void file_holds_and_unmount(int fd, unsigned seed, const char *dir)
+{
+	uint8_t *buf = malloc(1 * MiB);
+	cr_assert(pread(fd, buf, 1 * MiB, 0) == (ssize_t)(1 * MiB));
+	for (uint64_t i = 0; i < 1 * MiB; i++)
+		if (buf[i] != byte_at(i, seed))
+			cr_assert_fail("byte %lu in the file is %u, want %u", i, buf[i], byte_at(i, seed));
+	free(buf);
+	close(fd);
+	umount2(dir, MNT_DETACH);
+	rmdir(dir);
 }
 
 Test(durability, a_full_filesystem_loses_nothing)
 {
-	char dir[] = "/tmp/ummap-full.XXXXXX";
-	small_tmpfs(dir);
-	char path[300];
-	snprintf(path, sizeof path, "%s/f", dir);
-	int fd = open(path, O_RDWR | O_CREAT, 0600);
-	cr_assert(fd >= 0);
-	cr_assert(ftruncate(fd, 1 * MiB) == 0); /* sparse: fits until written */
+	char dir[] = "/tmp/ummap-full.XXXXXX", path[300];
+	int fd = file_on_a_small_tmpfs(dir, path, sizeof path);
 	uint8_t *m = um_mmap(NULL, 1 * MiB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	cr_assert(m != MAP_FAILED);
 	for (uint64_t i = 0; i < 1 * MiB; i++)
@@ -104,15 +121,7 @@ Test(durability, a_full_filesystem_loses_nothing)
 	cr_assert(um_stats(m, &st) == 0);
 	cr_expect(st.dirty_bytes == 0, "nothing left dirty (%lu)", st.dirty_bytes);
 	cr_assert(um_munmap(m, 1 * MiB) == 0);
-	uint8_t *buf = malloc(1 * MiB);
-	cr_assert(pread(fd, buf, 1 * MiB, 0) == (ssize_t)(1 * MiB));
-	for (uint64_t i = 0; i < 1 * MiB; i++)
-		if (buf[i] != byte_at(i, 2))
-			cr_assert_fail("byte %lu on disk is %u, want %u", i, buf[i], byte_at(i, 2));
-	free(buf);
-	close(fd);
-	umount2(dir, MNT_DETACH);
-	rmdir(dir);
+	file_holds_and_unmount(fd, 2, dir);
 }
 
 /* Runs `ummap ARG` (the program named by UMMAP_SERVICE); its output in out. */
@@ -133,13 +142,8 @@ Test(durability, a_killed_writer_on_a_full_filesystem_is_recovered)
 	const char *svc = getenv("UMMAP_SERVICE");
 	if (!svc || access(svc, X_OK) != 0)
 		cr_skip_test("UMMAP_SERVICE does not name the ummap program (make test sets it)");
-	char dir[] = "/tmp/ummap-full.XXXXXX";
-	small_tmpfs(dir);
-	char path[300];
-	snprintf(path, sizeof path, "%s/f", dir);
-	int fd = open(path, O_RDWR | O_CREAT, 0600);
-	cr_assert(fd >= 0);
-	cr_assert(ftruncate(fd, 1 * MiB) == 0);
+	char dir[] = "/tmp/ummap-full.XXXXXX", path[300];
+	int fd = file_on_a_small_tmpfs(dir, path, sizeof path);
 	int p[2];
 	cr_assert(pipe(p) == 0);
 	pid_t pid = fork();
@@ -172,13 +176,5 @@ Test(durability, a_killed_writer_on_a_full_filesystem_is_recovered)
 	/* Room again: recover writes everything. */
 	cr_assert(mount(NULL, dir, NULL, MS_REMOUNT, "size=4m") == 0);
 	cr_expect(ummap_cmd("recover", out, sizeof out) == 0, "recover once there is room:\n%s", out);
-	uint8_t *buf = malloc(1 * MiB);
-	cr_assert(pread(fd, buf, 1 * MiB, 0) == (ssize_t)(1 * MiB));
-	for (uint64_t i = 0; i < 1 * MiB; i++)
-		if (buf[i] != byte_at(i, 3))
-			cr_assert_fail("byte %lu in the file is %u, want %u", i, buf[i], byte_at(i, 3));
-	free(buf);
-	close(fd);
-	umount2(dir, MNT_DETACH);
-	rmdir(dir);
+	file_holds_and_unmount(fd, 3, dir);
 }
