@@ -226,10 +226,11 @@ static void on_fault(const struct uffd_msg *m)
 	}
 	struct um_cache *c = r->r_cache;
 	r->r_map->m_st.faults++;
-	if ((flags & UFFD_PAGEFAULT_FLAG_WP) && r->r_kind == UM_ANON_PRIVATE) {
-		/* A store to a page given MADV_FREE (it is kept from now on),
-		 * or to private memory write-protected while a fork child
-		 * copied it (config.c: the copy is done once the lock is ours). */
+	if ((flags & UFFD_PAGEFAULT_FLAG_WP) && (r->r_kind == UM_ANON_PRIVATE || r->r_kind == UM_ANON_SHARED)) {
+		/* A store to anonymous memory write-protected while it was
+		 * written to swap (writeback.c) or a fork child copied it
+		 * (config.c): done once the lock is ours; or to a page given
+		 * MADV_FREE, which is kept from now on. */
 		uint64_t p = (r->r_off + (page - r->r_start)) / UM_PAGE;
 		if (p < c->c_wext / UM_PAGE)
 			c->c_pstate[p] &= (uint8_t)~PG_LAZYFREE;

@@ -204,9 +204,9 @@ int uffd_register(struct um_region *r)
 		.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR,
 	};
 	r->r_wp = um.wp && r->r_kind == UM_FILE_SHARED;
-	/* Private anonymous memory is write-protected only across fork()
-	 * (config.c), not tracked. */
-	if (r->r_wp || r->r_kind == UM_ANON_PRIVATE)
+	/* Anonymous memory is write-protected only while its pages are
+	 * written to swap (and, private, across fork: config.c), not tracked. */
+	if (r->r_wp || (um.wp && (r->r_kind == UM_ANON_PRIVATE || r->r_kind == UM_ANON_SHARED)))
 		reg.mode |= UFFDIO_REGISTER_MODE_WP;
 	if (ioctl(um.uffd, UFFDIO_REGISTER, &reg) < 0)
 		return -errno;

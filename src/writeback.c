@@ -32,12 +32,14 @@
 #include "compat.h"
 #include "internal.h"
 
-/* Write-protect [off, off+len) of cache c in every region that tracks writes. */
+/* Write-protect [off, off+len) of cache c in every region that tracks
+ * writes, or (anonymous memory) is registered for write protection. */
 void wp_protect_cache_range(struct um_cache *c, uint64_t off, uint64_t len)
 {
 	for (size_t i = 0; i < um.nregions; i++) {
 		struct um_region *r = &um.regions[i];
-		if (r->r_cache != c || !r->r_wp)
+		bool anon = r->r_kind == UM_ANON_SHARED || r->r_kind == UM_ANON_PRIVATE;
+		if (r->r_cache != c || !(r->r_wp || (anon && um.wp)))
 			continue;
 		uint64_t rlen = r->r_end - r->r_start;
 		uint64_t lo = off > r->r_off ? off : r->r_off;
@@ -265,9 +267,13 @@ static bool can_swap(struct um_cache *c)
 }
 
 /* Write the present pages of [p, pend) to the swap store (all of them:
- * nothing tracks stores to anonymous pages) and mark them swapped. */
+ * nothing tracks stores to anonymous pages) and mark them swapped.  They
+ * are write-protected first: a store racing with the write (another
+ * thread's) waits in the fault path until they are punched, then finds
+ * them in swap, instead of landing in a page about to be dropped. */
 static int swap_out(struct um_cache *c, uint64_t p, uint64_t pend)
 {
+	wp_protect_cache_range(c, p * UM_PAGE, (pend - p) * UM_PAGE);
 	for (uint64_t i = p; i < pend;) {
 		if (!(c->c_pstate[i] & PG_PRESENT)) {
 			i++;
