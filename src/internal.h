@@ -91,6 +91,8 @@ struct um_cache {
 	uint64_t c_clock;	/* eviction hand, page index */
 	int c_wb_err;		/* last writeback errno, 0 if none */
 	uint64_t c_wb_seq;	/* bumped at each writeback error */
+	uint64_t c_svc_seq;	/* the file's error sequence at the service, as
+				 * last seen (proto.h) */
 	struct um_stats c_st;	/* bytes read and written, writebacks, evictions */
 	struct um_cache *c_next;
 };
@@ -239,6 +241,8 @@ void um_signal_batch(void);
 /* service.c: the library's side of the writeback service (proto.h). */
 void svc_keep(struct um_cache *c);  /* hand a writable file cache over */
 void svc_forget(struct um_cache *c); /* it is written back and freed */
+void svc_wb_error(struct um_cache *c, int err); /* a writeback of c failed */
+void svc_check_errors(struct um_cache *c); /* others' failed writebacks of c's file */
 void svc_fork_child(void);
 
 /* fault.c */

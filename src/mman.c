@@ -282,6 +282,10 @@ int um_msync(void *addr, size_t length, int flags)
 			int we = -wb_range(c, off, b - a);
 			if (!we && (flags & MS_SYNC))
 				we = -wb_flush(c, off, b - a);
+			/* Like fsync, report what other processes' writebacks of
+			 * the file met since this one last looked. */
+			if (flags & MS_SYNC)
+				svc_check_errors(c);
 			if (we && !err)
 				err = we;
 		}

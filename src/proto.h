@@ -20,6 +20,14 @@
  * um_msg; ADD carries three descriptors (file, data memfd, state memfd).
  * STAT and RECOVER (from `ummap stat` / `ummap recover`) are answered by
  * text lines, one message each, ended by an empty message.
+ *
+ * Writeback errors, file by file.  The kernel reports a failed writeback
+ * to the next fsync/msync of every process that has the file open (errseq
+ * on the inode).  Each process has its own cache, so the service keeps the
+ * sequence: a process whose write fails says so (WBERR, answered with the
+ * file's new sequence number), and msync(MS_SYNC) asks (ERRQ) whether the
+ * file's sequence moved since the process last looked; the service's own
+ * failed writebacks count too.
  */
 #ifndef UM_PROTO_H
 #define UM_PROTO_H
@@ -32,9 +40,9 @@
 #include <sys/types.h>
 #include <sys/un.h>
 
-#define UM_PROTO_VERSION 1
+#define UM_PROTO_VERSION 2
 /* Abstract socket name: "\0" UM_SERVICE_NAME "-<uid>". */
-#define UM_SERVICE_NAME "ummap-service-v1"
+#define UM_SERVICE_NAME "ummap-service-v2"
 
 /* Page state bits, one byte per page of a cache, in the state memfd. */
 enum {
@@ -54,12 +62,19 @@ enum um_msg_type {
 	UM_MSG_DROP,	    /* the cache was written back and freed */
 	UM_MSG_STAT,	    /* what is kept and pending; text answer */
 	UM_MSG_RECOVER,	    /* write back what dead processes left, now */
+	UM_MSG_WBERR,	    /* a writeback of dev/ino failed with err; answered
+			     * with the file's new seq */
+	UM_MSG_ERRQ,	    /* dev/ino's seq and last err, please */
 };
 
 struct um_msg {
 	uint32_t type;
 	uint32_t version; /* UM_PROTO_VERSION */
 	uint64_t id;	  /* the cache, as the process names it */
+	uint64_t dev, ino; /* WBERR, ERRQ: the file */
+	uint64_t seq;	  /* answers: writeback errors of the file so far */
+	int32_t err;	  /* WBERR, answers: the last one's errno */
+	uint32_t pad;
 };
 
 /* The service's address for user uid; returns its length. */

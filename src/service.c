@@ -154,6 +154,22 @@ static int keep_one(struct um_cache *c)
 	return svc_send(&m, fds, 3);
 }
 
+/* One request that the service answers. */
+static int svc_ask(struct um_msg *m)
+{
+	struct pollfd pfd = { .fd = um.svc, .events = POLLIN };
+	if (svc_send(m, NULL, 0) || poll(&pfd, 1, 5000) != 1 ||
+	    recv(um.svc, m, sizeof *m, 0) != (ssize_t)sizeof *m)
+		return -EPROTO;
+	return 0;
+}
+
+static int file_errors(struct um_cache *c, struct um_msg *m)
+{
+	*m = (struct um_msg){ .type = UM_MSG_ERRQ, .version = UM_PROTO_VERSION, .dev = c->c_dev, .ino = c->c_ino };
+	return svc_ask(m);
+}
+
 void svc_keep(struct um_cache *c)
 {
 	if (c->c_kept || !svc_ready())
@@ -172,6 +188,31 @@ void svc_keep(struct um_cache *c)
 			return;
 	}
 	c->c_kept = true;
+	/* Errors from before this process looked are not its to report
+	 * (the kernel samples errseq at open). */
+	struct um_msg m;
+	if (!file_errors(c, &m))
+		c->c_svc_seq = m.seq;
+}
+
+void svc_wb_error(struct um_cache *c, int err)
+{
+	if (!c->c_kept || um.svc < 0)
+		return;
+	struct um_msg m = { .type = UM_MSG_WBERR, .version = UM_PROTO_VERSION, .dev = c->c_dev, .ino = c->c_ino,
+			    .err = err };
+	if (!svc_ask(&m))
+		c->c_svc_seq = m.seq; /* this one is reported here already */
+}
+
+void svc_check_errors(struct um_cache *c)
+{
+	struct um_msg m;
+	if (!c->c_kept || um.svc < 0 || file_errors(c, &m) || m.seq == c->c_svc_seq)
+		return;
+	c->c_svc_seq = m.seq;
+	c->c_wb_err = m.err;
+	c->c_wb_seq++;
 }
 
 void svc_forget(struct um_cache *c)

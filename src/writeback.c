@@ -78,6 +78,7 @@ static int wb_run(struct um_cache *c, uint64_t p, uint64_t q)
 			c->c_dirty += len;
 		c->c_wb_err = (int)-n;
 		c->c_wb_seq++;
+		svc_wb_error(c, (int)-n);
 		return (int)n;
 	}
 	/* Like the kernel's writeback of the page that straddles the end of
@@ -139,6 +140,8 @@ int wb_range(struct um_cache *c, uint64_t off, uint64_t len)
 int wb_flush(struct um_cache *c, uint64_t off, uint64_t len)
 {
 	int e = c->c_store->ops->flush(c->c_store);
+	if (e)
+		svc_wb_error(c, -e);
 	if (!e || !um.wp)
 		return e;
 	uint64_t p = off / UM_PAGE, end = um_pgup(off + len) / UM_PAGE;

@@ -178,3 +178,79 @@ Test(durability, a_killed_writer_on_a_full_filesystem_is_recovered)
 	cr_expect(ummap_cmd("recover", out, sizeof out) == 0, "recover once there is room:\n%s", out);
 	file_holds_and_unmount(fd, 3, dir);
 }
+
+/* A child that maps fd and runs fn on the mapping; returns its pid.  The
+ * exit status is fn's. */
+static pid_t mapper(int fd, int (*fn)(uint8_t *m, int fd, int in, int out), int in, int out)
+{
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		uint8_t *m = um_mmap(NULL, 1 * MiB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		_exit(m == MAP_FAILED ? 100 : fn(m, fd, in, out));
+	}
+	return pid;
+}
+
+static int status_of(pid_t pid)
+{
+	int st = 0;
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 200 + WTERMSIG(st);
+}
+
+/* B: maps the file early; once told, msync reports A's failure once. */
+static int early_mapper(uint8_t *m, int fd, int in, int out)
+{
+	char c = (char)m[0];
+	if (write(out, &c, 1) != 1 || read(in, &c, 1) != 1)
+		return 10;
+	int first = um_msync(m, 1 * MiB, MS_SYNC) == -1 && errno == ENOSPC;
+	int second = um_msync(m, 1 * MiB, MS_SYNC) == 0;
+	return (first ? 0 : 1) | (second ? 0 : 2);
+}
+
+/* A: fills the file past what the filesystem holds; msync fails.  It
+ * then truncates the file, so that nothing stays dirty (no writeback of
+ * the service's can fail later and move the sequence again). */
+static int failing_writer(uint8_t *m, int fd, int in, int out)
+{
+	memset(m, 'a', 1 * MiB);
+	int failed = um_msync(m, 1 * MiB, MS_SYNC) == -1 && errno == ENOSPC;
+	return (failed ? 0 : 1) | (um_ftruncate(fd, 0) == 0 ? 0 : 2);
+}
+
+/* C: maps the file after the failure: nothing to report. */
+static int late_mapper(uint8_t *m, int fd, int in, int out)
+{
+	(void)m[0];
+	return um_msync(m, 1 * MiB, MS_SYNC) == 0 ? 0 : 1;
+}
+
+Test(durability, a_failed_writeback_is_reported_in_every_process)
+{
+	/* As the kernel's errseq: a writeback that failed in one process is
+	 * reported by the next msync(MS_SYNC) of each process that had the
+	 * file mapped, once; not to one that mapped it after. */
+	const char *svc = getenv("UMMAP_SERVICE");
+	if (!svc || access(svc, X_OK) != 0)
+		cr_skip_test("UMMAP_SERVICE does not name the ummap program (make test sets it)");
+	char dir[] = "/tmp/ummap-full.XXXXXX", path[300];
+	int fd = file_on_a_small_tmpfs(dir, path, sizeof path);
+	int ready[2], go[2];
+	cr_assert(pipe(ready) == 0 && pipe(go) == 0);
+	pid_t b = mapper(fd, early_mapper, go[0], ready[1]);
+	char c;
+	cr_assert(read(ready[0], &c, 1) == 1);
+	int a = status_of(mapper(fd, failing_writer, -1, -1));
+	cr_expect(a == 0, "the writer's msync did not fail with ENOSPC (status %d)", a);
+	int late = status_of(mapper(fd, late_mapper, -1, -1));
+	cr_expect(late == 0, "a process that mapped the file after the failure got it reported (status %d)", late);
+	cr_assert(write(go[1], "g", 1) == 1);
+	int early = status_of(b);
+	cr_expect(!(early & 1), "the other process's msync did not report ENOSPC (status %d)", early);
+	cr_expect(!(early & 2) && early < 4, "it reported it more than once (status %d)", early);
+	close(fd);
+	umount2(dir, MNT_DETACH);
+	rmdir(dir);
+}

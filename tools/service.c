@@ -11,7 +11,9 @@
  * to the file, clipped at the file's current end; the descriptors are then
  * closed.  A cache whose writeback fails (ENOSPC, EIO) is kept and retried
  * every second, `ummap stat` shows it and `ummap recover` retries it at
- * once.  With no client and nothing pending for a while, the service exits.
+ * once.  It also keeps each file's writeback error sequence (proto.h), so
+ * that msync in every process reports a write that failed in another.
+ * With no client and nothing pending for a while, the service exits.
  *
  * One thread, one poll loop; a client's messages are handled in order.
  */
@@ -39,6 +41,8 @@
 
 struct kept {
 	uint64_t id;
+	dev_t dev;
+	ino_t ino;
 	int file, data, state;
 	int err;	  /* errno of the last failed writeback, 0 if none */
 	char path[256];	  /* for the operator */
@@ -54,6 +58,39 @@ struct client {
 
 static struct client clients[MAX_CLIENTS];
 static int nclients;
+
+/* Files whose writeback failed: how often, and the last errno. */
+struct file_errors {
+	dev_t dev;
+	ino_t ino;
+	uint64_t seq;
+	int err;
+	struct file_errors *next;
+};
+static struct file_errors *errors;
+
+static struct file_errors *errors_of(dev_t dev, ino_t ino, bool add)
+{
+	struct file_errors *f = errors;
+	while (f && (f->dev != dev || f->ino != ino))
+		f = f->next;
+	if (!f && add && (f = calloc(1, sizeof *f))) {
+		f->dev = dev;
+		f->ino = ino;
+		f->next = errors;
+		errors = f;
+	}
+	return f;
+}
+
+static void note_error(dev_t dev, ino_t ino, int err)
+{
+	struct file_errors *f = errors_of(dev, ino, true);
+	if (f) {
+		f->seq++;
+		f->err = err;
+	}
+}
 static bool foreground;
 static unsigned idle_s = 30;
 
@@ -163,9 +200,11 @@ static void settle_client(struct client *cl)
 		uint64_t written = 0;
 		int e = settle(k, &written);
 		if (e) {
-			if (e != k->err)
+			if (e != k->err) {
 				say("ummap service: pid %d: %s: writeback failed (%s), will retry\n",
 				    (int)cl->pid, k->path, strerror(e));
+				note_error(k->dev, k->ino, e);
+			}
 			k->err = e;
 			kp = &k->next;
 			continue;
@@ -249,7 +288,12 @@ static void add_cache(struct client *cl, uint64_t id, const int *fds)
 			close(fds[i]);
 		return;
 	}
+	struct stat st;
 	k->id = id;
+	if (fstat(fds[0], &st) == 0) {
+		k->dev = st.st_dev;
+		k->ino = st.st_ino;
+	}
 	k->file = fds[0];
 	k->data = fds[1];
 	k->state = fds[2];
@@ -303,6 +347,16 @@ static bool client_read(struct client *cl)
 	case UM_MSG_DROP:
 		drop_cache(cl, m.id);
 		return true;
+	case UM_MSG_WBERR:
+	case UM_MSG_ERRQ: {
+		if (m.type == UM_MSG_WBERR)
+			note_error((dev_t)m.dev, (ino_t)m.ino, m.err);
+		struct file_errors *f = errors_of((dev_t)m.dev, (ino_t)m.ino, false);
+		m.seq = f ? f->seq : 0;
+		m.err = f ? f->err : 0;
+		send(cl->sock, &m, sizeof m, MSG_NOSIGNAL);
+		return true;
+	}
 	case UM_MSG_STAT:
 	case UM_MSG_RECOVER:
 		report(cl->sock, m.type == UM_MSG_RECOVER);
