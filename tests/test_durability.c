@@ -124,6 +124,13 @@ Test(durability, a_full_filesystem_loses_nothing)
 	file_holds_and_unmount(fd, 2, dir);
 }
 
+static void need_service(void)
+{
+	const char *svc = getenv("UMMAP_SERVICE");
+	if (!svc || access(svc, X_OK) != 0)
+		cr_skip_test("UMMAP_SERVICE does not name the ummap program (make test sets it)");
+}
+
 /* Runs `ummap ARG` (the program named by UMMAP_SERVICE); its output in out. */
 static int ummap_cmd(const char *arg, char *out, size_t len)
 {
@@ -139,9 +146,7 @@ static int ummap_cmd(const char *arg, char *out, size_t len)
 
 Test(durability, a_killed_writer_on_a_full_filesystem_is_recovered)
 {
-	const char *svc = getenv("UMMAP_SERVICE");
-	if (!svc || access(svc, X_OK) != 0)
-		cr_skip_test("UMMAP_SERVICE does not name the ummap program (make test sets it)");
+	need_service();
 	char dir[] = "/tmp/ummap-full.XXXXXX", path[300];
 	int fd = file_on_a_small_tmpfs(dir, path, sizeof path);
 	int p[2];
@@ -232,9 +237,7 @@ Test(durability, a_failed_writeback_is_reported_in_every_process)
 	/* As the kernel's errseq: a writeback that failed in one process is
 	 * reported by the next msync(MS_SYNC) of each process that had the
 	 * file mapped, once; not to one that mapped it after. */
-	const char *svc = getenv("UMMAP_SERVICE");
-	if (!svc || access(svc, X_OK) != 0)
-		cr_skip_test("UMMAP_SERVICE does not name the ummap program (make test sets it)");
+	need_service();
 	char dir[] = "/tmp/ummap-full.XXXXXX", path[300];
 	int fd = file_on_a_small_tmpfs(dir, path, sizeof path);
 	int ready[2], go[2];
