@@ -179,9 +179,13 @@ int um_munmap(void *addr, size_t length)
 	}
 	uintptr_t s = (uintptr_t)addr, e = s + um_pgup(length);
 	int err = 0;
-	for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < e; i++)
+	for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < e; i++) {
+		struct um_region *r = &um.regions[i];
+		if (r->r_kind == UM_FILE_SHARED)
+			svc_check_errors(r->r_cache);
 		if (!err)
-			err = wb_take_error(&um.regions[i]);
+			err = wb_take_error(r);
+	}
 	int werr = -region_remove_range(s, e);
 	um_unlock();
 	if (err || werr)

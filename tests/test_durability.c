@@ -215,6 +215,15 @@ static int early_mapper(uint8_t *m, int fd, int in, int out)
 	return (first ? 0 : 1) | (second ? 0 : 2);
 }
 
+/* D: like B, but learns of it from munmap. */
+static int early_unmapper(uint8_t *m, int fd, int in, int out)
+{
+	char c = (char)m[0];
+	if (write(out, &c, 1) != 1 || read(in, &c, 1) != 1)
+		return 10;
+	return um_munmap(m, 1 * MiB) == -1 && errno == ENOSPC ? 0 : 1;
+}
+
 /* A: fills the file past what the filesystem holds; msync fails.  It
  * then truncates the file, so that nothing stays dirty (no writeback of
  * the service's can fail later and move the sequence again). */
@@ -235,22 +244,25 @@ static int late_mapper(uint8_t *m, int fd, int in, int out)
 Test(durability, a_failed_writeback_is_reported_in_every_process)
 {
 	/* As the kernel's errseq: a writeback that failed in one process is
-	 * reported by the next msync(MS_SYNC) of each process that had the
-	 * file mapped, once; not to one that mapped it after. */
+	 * reported by the next msync(MS_SYNC) (or munmap, as ummap's own
+	 * errors are) of each process that had the file mapped, once; not to
+	 * one that mapped it after. */
 	need_service();
 	char dir[] = "/tmp/ummap-full.XXXXXX", path[300];
 	int fd = file_on_a_small_tmpfs(dir, path, sizeof path);
 	int ready[2], go[2];
 	cr_assert(pipe(ready) == 0 && pipe(go) == 0);
 	pid_t b = mapper(fd, early_mapper, go[0], ready[1]);
+	pid_t d = mapper(fd, early_unmapper, go[0], ready[1]);
 	char c;
-	cr_assert(read(ready[0], &c, 1) == 1);
+	cr_assert(read(ready[0], &c, 1) == 1 && read(ready[0], &c, 1) == 1);
 	int a = status_of(mapper(fd, failing_writer, -1, -1));
 	cr_expect(a == 0, "the writer's msync did not fail with ENOSPC (status %d)", a);
 	int late = status_of(mapper(fd, late_mapper, -1, -1));
 	cr_expect(late == 0, "a process that mapped the file after the failure got it reported (status %d)", late);
-	cr_assert(write(go[1], "g", 1) == 1);
-	int early = status_of(b);
+	cr_assert(write(go[1], "gg", 2) == 2);
+	int early = status_of(b), unmapper = status_of(d);
+	cr_expect(unmapper == 0, "the other process's munmap did not report ENOSPC (status %d)", unmapper);
 	cr_expect(!(early & 1), "the other process's msync did not report ENOSPC (status %d)", early);
 	cr_expect(!(early & 2) && early < 4, "it reported it more than once (status %d)", early);
 	close(fd);
