@@ -339,11 +339,11 @@ static bool client_read(struct client *cl)
 	if (!ok)
 		return false;
 	switch (m.type) {
-	case UM_MSG_HELLO: {
-		cl->pidfd = (int)syscall(SYS_pidfd_open, cl->pid, 0);
+	case UM_MSG_HELLO:
+		if (cl->pidfd < 0)
+			cl->pidfd = (int)syscall(SYS_pidfd_open, cl->pid, 0);
 		send(cl->sock, &m, sizeof m, MSG_NOSIGNAL);
 		return true;
-	}
 	case UM_MSG_DROP:
 		drop_cache(cl, m.id);
 		return true;
