@@ -5,7 +5,7 @@
  * Each cycle forks a writer that maps a file through ummap and writes
  * sequence-numbered records (200 bytes: they straddle pages), telling the
  * test over a pipe after each finished record; it then dies -- SIGKILL from
- * the test at a random moment, _exit, or a SIGSEGV of its own.  The test
+ * the test at a random moment, _exit, a SIGSEGV of its own, or abort().  The test
  * then waits at most the writeback interval (set to WAIT_MS for the writer)
  * for every finished record to be in the file, byte for byte.  Every other
  * cycle runs the writer under a 256 KiB budget with a short writeback
@@ -36,7 +36,7 @@
 #define NREC ((unsigned)(FILE_SIZE / REC))
 #define WAIT_MS 1000
 
-enum ending { BY_SIGKILL, BY_EXIT, BY_SIGSEGV };
+enum ending { BY_SIGKILL, BY_EXIT, BY_SIGSEGV, BY_ABORT };
 
 static void record(uint8_t *buf, unsigned cycle, unsigned seq)
 {
@@ -75,6 +75,8 @@ static void writer(const char *path, int out, unsigned cycle, enum ending how, u
 		if (how != BY_SIGKILL && seq == stop) {
 			if (how == BY_EXIT)
 				_exit(0);
+			if (how == BY_ABORT)
+				abort();
 			/* A real crash: a store to an inaccessible page, the
 			 * default action (a sanitizer's handler would exit). */
 			signal(SIGSEGV, SIG_DFL);
@@ -143,7 +145,7 @@ static unsigned cycle(const char *path, unsigned n, enum ending how, bool servic
 	close(p[0]);
 	int st;
 	cr_assert(waitpid(pid, &st, 0) == pid);
-	int want_sig = how == BY_SIGKILL ? SIGKILL : how == BY_SIGSEGV ? SIGSEGV : 0;
+	int want_sig = how == BY_SIGKILL ? SIGKILL : how == BY_SIGSEGV ? SIGSEGV : how == BY_ABORT ? SIGABRT : 0;
 	if (want_sig)
 		cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == want_sig, "cycle %u: writer status %#x", n, st);
 	else
@@ -189,6 +191,7 @@ static void crash_loop(enum ending how, const char *name)
 Test(crash, sigkill_loses_nothing) { crash_loop(BY_SIGKILL, "SIGKILL"); }
 Test(crash, exit_loses_nothing) { crash_loop(BY_EXIT, "_exit"); }
 Test(crash, sigsegv_loses_nothing) { crash_loop(BY_SIGSEGV, "SIGSEGV"); }
+Test(crash, abort_loses_nothing) { crash_loop(BY_ABORT, "abort"); }
 
 /* The loop's check can fail: with no writeback service a killed writer
  * loses what its own writeback had not written (its interval is 1 s, the
