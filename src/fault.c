@@ -138,6 +138,16 @@ static void map_pages(struct um_region *r, uintptr_t start, uintptr_t end, uintp
 static void on_wp_fault(struct um_region *r, uintptr_t page)
 {
 	struct um_cache *c = r->r_cache;
+	uint64_t p0 = (r->r_off + (page - r->r_start)) / UM_PAGE;
+	if (p0 >= c->c_wext / UM_PAGE || !(c->c_pstate[p0] & PG_PRESENT)) {
+		/* A write-protected mapping of a page ummap no longer holds
+		 * (seen under heavy eviction with several faulting threads):
+		 * drop the mapping, so that the retried store faults the page
+		 * in through the fill path and its state is right again. */
+		sys_madvise((void *)page, UM_PAGE, MADV_DONTNEED);
+		wake(page);
+		return;
+	}
 	uint64_t win = page == r->r_wp_next ? r->r_wp_win * 2 : 1;
 	if (win > UM_WP_WINDOW)
 		win = UM_WP_WINDOW;
