@@ -1,6 +1,7 @@
 /*
  * cache.c - cache objects: one per file, keyed by device and inode, shared
- * by every mapping of that file in the process (and, later, by processes).
+ * by every mapping of that file in the process and, through the writeback
+ * service (proto.h), by every process of the user that maps the file.
  *
  * A cache is a memfd holding the file's cached pages at their file offsets,
  * a window (an unregistered shared mapping of the memfd through which the
@@ -22,6 +23,7 @@
  * the tail of the last partial page, as the kernel's truncate does.
  */
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,9 +54,31 @@ struct um_cache *cache_by_wd(int wd)
 	return NULL;
 }
 
-/* A cache; its page states in a memfd of their own when the writeback
- * service is to see them (files), in plain memory otherwise (anonymous
- * memory: one descriptor fewer per mapping). */
+/* Map n bytes of the state memfd at off (or anonymous memory, fd -1). */
+static void *map_states(int fd, uint64_t n, uint64_t off)
+{
+	int fl = fd >= 0 ? MAP_SHARED : MAP_PRIVATE | MAP_ANONYMOUS;
+	return sys_mmap(NULL, n, PROT_READ | PROT_WRITE, fl | MAP_NORESERVE, fd, (off_t)off);
+}
+
+/* A fresh header: nothing cached, the lock robust (a process that dies
+ * holding it does not block the others) and process-shared. */
+static void header_init(struct um_shared *h)
+{
+	pthread_mutexattr_t a;
+	pthread_mutexattr_init(&a);
+	pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+	pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+	pthread_mutex_init(&h->lock, &a);
+	pthread_mutexattr_destroy(&a);
+	h->magic = UM_SHARED_MAGIC;
+}
+
+/* A cache; its header and page states in a memfd of their own when other
+ * processes and the writeback service are to see them (files), in plain
+ * memory otherwise (anonymous memory: one descriptor fewer per mapping).
+ * The header has a mapping of its own, which never moves: the lock in it
+ * is on the robust list of the thread holding it. */
 static struct um_cache *cache_alloc(bool shared_states, int *err)
 {
 	struct um_cache *c = calloc(1, sizeof *c);
@@ -67,20 +91,200 @@ static struct um_cache *cache_alloc(bool shared_states, int *err)
 	c->c_pstate = MAP_FAILED;
 	c->c_memfd = memfd_create("ummap-cache", MFD_CLOEXEC);
 	c->c_statefd = c->c_memfd < 0 || !shared_states ? -1 : memfd_create("ummap-state", MFD_CLOEXEC);
-	if (c->c_memfd < 0 || (shared_states && c->c_statefd < 0)) {
+	void *h = MAP_FAILED;
+	if (c->c_memfd >= 0 && (!shared_states || (c->c_statefd >= 0 && ftruncate(c->c_statefd, UM_STATE_HDR) == 0)))
+		h = map_states(c->c_statefd, UM_STATE_HDR, 0);
+	if (h == MAP_FAILED) {
 		*err = errno;
 		if (c->c_memfd >= 0)
 			close(c->c_memfd);
+		if (c->c_statefd >= 0)
+			close(c->c_statefd);
 		free(c);
 		return NULL;
 	}
+	c->c_sh = h;
+	header_init(c->c_sh);
 	c->c_next = um.caches;
 	um.caches = c;
 	return c;
 }
 
+/* Adopt the service's memfds for the file's cache (another process has
+ * it): ours, still empty, go. */
+static int cache_adopt(struct um_cache *c, int memfd, int statefd)
+{
+	struct stat st;
+	void *h = fstat(memfd, &st) < 0 ? MAP_FAILED : map_states(statefd, UM_STATE_HDR, 0);
+	if (h == MAP_FAILED || ((struct um_shared *)h)->magic != UM_SHARED_MAGIC) {
+		int e = h == MAP_FAILED ? errno : EPROTO;
+		if (h != MAP_FAILED)
+			sys_munmap(h, UM_STATE_HDR);
+		return e;
+	}
+	sys_munmap(c->c_sh, UM_STATE_HDR);
+	close(c->c_memfd);
+	close(c->c_statefd);
+	c->c_sh = h;
+	c->c_memfd = memfd;
+	c->c_statefd = statefd;
+	c->c_extent = (uint64_t)st.st_size;
+	return 0;
+}
+
+/* Bytes of the state memfd, which other processes may have grown. */
+static uint64_t states_size(const struct um_cache *c)
+{
+	struct stat st;
+	return fstat(c->c_statefd, &st) < 0 ? 0 : (uint64_t)st.st_size;
+}
+
+/* After a process died holding c's lock: what it was writing is dirty
+ * again (it may not have reached the file), and the counters are
+ * recounted from the states (it may have died between the two). */
+static void cache_repair(struct um_cache *c)
+{
+	uint64_t n = states_size(c);
+	uint8_t *ps = n > UM_STATE_HDR ? map_states(c->c_statefd, n - UM_STATE_HDR, UM_STATE_HDR) : MAP_FAILED;
+	uint64_t resident = 0, dirty = 0;
+	for (uint64_t p = 0; ps != MAP_FAILED && p < n - UM_STATE_HDR; p++) {
+		if (ps[p] & PG_WRITING)
+			ps[p] = (uint8_t)((ps[p] & ~PG_WRITING) | PG_DIRTY);
+		resident += (ps[p] & PG_PRESENT) ? UM_PAGE : 0;
+		dirty += (ps[p] & PG_DIRTY) ? UM_PAGE : 0;
+	}
+	if (ps != MAP_FAILED)
+		sys_munmap(ps, n - UM_STATE_HDR);
+	c->c_sh->resident = resident;
+	c->c_sh->dirty = dirty;
+}
+
+static bool held(const struct um_cache *c)
+{
+	for (int i = 0; i < um.nheld; i++)
+		if (um.held[i] == c)
+			return true;
+	return false;
+}
+
+static void took(struct um_cache *c, int e)
+{
+	if (e == EOWNERDEAD) {
+		cache_repair(c);
+		pthread_mutex_consistent(&c->c_sh->lock);
+	}
+	um.held[um.nheld++] = c;
+}
+
+void cache_lock(struct um_cache *c)
+{
+	if (!c->c_shared || held(c))
+		return;
+	while (um.nheld)
+		cache_unlock(um.held[um.nheld - 1]);
+	took(c, pthread_mutex_lock(&c->c_sh->lock));
+}
+
+/* Take c's lock if it is free (eviction, which holds another cache's);
+ * *taken says whether the caller must release it. */
+bool cache_trylock(struct um_cache *c, bool *taken)
+{
+	*taken = false;
+	if (!c->c_shared || held(c))
+		return true;
+	if (um.nheld == (int)(sizeof um.held / sizeof *um.held))
+		return false;
+	int e = pthread_mutex_trylock(&c->c_sh->lock);
+	if (e && e != EOWNERDEAD)
+		return false;
+	took(c, e);
+	*taken = true;
+	return true;
+}
+
+void cache_unlock(struct um_cache *c)
+{
+	for (int i = 0; i < um.nheld; i++)
+		if (um.held[i] == c) {
+			um.held[i] = um.held[--um.nheld];
+			pthread_mutex_unlock(&c->c_sh->lock);
+			return;
+		}
+}
+
+/*
+ * This process's entries in c's table of write-tracked mappings, rebuilt
+ * from its regions (adjacent pieces in one entry), under c's lock.  The
+ * entries of processes that no longer exist are freed on the way.
+ */
+static void sync_maps(struct um_cache *c)
+{
+	struct um_shared *h = c->c_sh;
+	int32_t me = (int32_t)getpid();
+	for (uint32_t i = 0; i < h->nmaps; i++)
+		if (h->maps[i].pid == me || (h->maps[i].pid && kill(h->maps[i].pid, 0) < 0 && errno == ESRCH))
+			h->maps[i].pid = 0;
+	while (h->nmaps && !h->maps[h->nmaps - 1].pid)
+		h->nmaps--;
+	struct um_map_ent *last = NULL;
+	uint32_t free_at = 0;
+	static bool warned;
+	for (size_t i = 0; i < um.nregions; i++) {
+		const struct um_region *r = &um.regions[i];
+		if (r->r_cache != c || !r->r_wp)
+			continue;
+		if (last && last->start + last->len == r->r_start && last->off + last->len == r->r_off) {
+			last->len += r->r_end - r->r_start;
+			continue;
+		}
+		while (free_at < h->nmaps && h->maps[free_at].pid)
+			free_at++;
+		if (free_at == h->nmaps && h->nmaps == UM_MAX_MAPS) {
+			if (!warned)
+				fprintf(stderr, "ummap: more than %zu pieces of one file mapped: stores through "
+						"the others may be missed by other processes' writeback\n",
+					(size_t)UM_MAX_MAPS);
+			warned = true;
+			break;
+		}
+		if (free_at == h->nmaps)
+			h->nmaps++;
+		last = &h->maps[free_at];
+		*last = (struct um_map_ent){ .pid = me, .start = r->r_start, .off = r->r_off,
+					     .len = r->r_end - r->r_start };
+	}
+}
+
+void cache_unlock_all(void)
+{
+	for (struct um_cache *c = um.caches; c; c = c->c_next)
+		if (c->c_maps_changed) {
+			c->c_maps_changed = false;
+			if (c->c_shared) {
+				cache_lock(c);
+				sync_maps(c);
+			}
+		}
+	while (um.nheld)
+		cache_unlock(um.held[um.nheld - 1]);
+}
+
+uint64_t cache_resident_all(void)
+{
+	uint64_t n = 0;
+	for (struct um_cache *c = um.caches; c; c = c->c_next)
+		n += c->c_sh->resident;
+	return n;
+}
+
 void cache_free(struct um_cache *c)
 {
+	if (c->c_shared) {
+		cache_lock(c);
+		c->c_maps_changed = false;
+		sync_maps(c); /* (no region maps c: removes our entries) */
+		cache_unlock(c);
+	}
 	struct um_cache **p = &um.caches;
 	while (*p != c)
 		p = &(*p)->c_next;
@@ -90,12 +294,12 @@ void cache_free(struct um_cache *c)
 	for (int i = 0; i < UM_RECENT; i++)
 		if (um.recent[i].c == c)
 			um.recent[i].c = NULL;
-	um.resident -= c->c_resident;
 	svc_forget(c);
 	if (c->c_win != MAP_FAILED)
 		sys_munmap(c->c_win, c->c_wext);
 	if (c->c_pstate != MAP_FAILED)
 		sys_munmap(c->c_pstate, c->c_pslen);
+	sys_munmap(c->c_sh, UM_STATE_HDR);
 	close(c->c_memfd);
 	if (c->c_statefd >= 0)
 		close(c->c_statefd);
@@ -120,15 +324,15 @@ static int cache_grow_window(struct um_cache *c)
 		want = c->c_extent;
 	if (want <= c->c_wext)
 		return 0;
-	/* The page states grow in their memfd or memory (new bytes read
-	 * as zero). */
+	/* The page states grow in their memfd (never shrinking it: another
+	 * process may use more) or memory; new bytes read as zero. */
 	uint64_t pslen = um_pgup(want / UM_PAGE);
 	if (pslen > c->c_pslen) {
-		if (c->c_statefd >= 0 && ftruncate(c->c_statefd, (off_t)pslen) < 0)
+		if (c->c_statefd >= 0 && states_size(c) < UM_STATE_HDR + pslen &&
+		    ftruncate(c->c_statefd, (off_t)(UM_STATE_HDR + pslen)) < 0)
 			return -errno;
-		int fl = c->c_statefd >= 0 ? MAP_SHARED : MAP_PRIVATE | MAP_ANONYMOUS;
 		void *ps = c->c_pstate == MAP_FAILED
-			? sys_mmap(NULL, pslen, PROT_READ | PROT_WRITE, fl | MAP_NORESERVE, c->c_statefd, 0)
+			? map_states(c->c_statefd, pslen, UM_STATE_HDR)
 			: sys_mremap(c->c_pstate, c->c_pslen, pslen, MREMAP_MAYMOVE, NULL);
 		if (ps == MAP_FAILED)
 			return -errno;
@@ -150,6 +354,10 @@ static int cache_grow_window(struct um_cache *c)
 /* Grow the memfd to cover mappings up to offset end. */
 int cache_extend(struct um_cache *c, uint64_t end)
 {
+	cache_lock(c);
+	struct stat st;
+	if (end > c->c_extent && c->c_shared && fstat(c->c_memfd, &st) == 0)
+		c->c_extent = (uint64_t)st.st_size; /* another process grew it */
 	if (end > c->c_extent) {
 		uint64_t ext = round_extent(end);
 		if (ext > (uint64_t)INT64_MAX)
@@ -171,7 +379,8 @@ struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *
 				*err = -e;
 				return NULL;
 			}
-			svc_keep(c);
+			if (c->c_shared)
+				svc_open(c, c->c_store->fd); /* the service may write now */
 		}
 		return c;
 	}
@@ -189,9 +398,31 @@ struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *
 	char path[64];
 	snprintf(path, sizeof path, "/proc/self/fd/%d", c->c_store->fd);
 	c->c_wd = inotify_add_watch(um.inotify, path, IN_MODIFY | IN_ATTRIB);
-	if (want_write)
-		svc_keep(c);
+	/* Shared with other processes only where stores can be tracked in
+	 * all of them (write-protect). */
+	if (um.wp)
+		svc_open(c, c->c_store->fd);
 	return c;
+}
+
+/* The service's answer to OPEN: its memfds for the file's cache. */
+int cache_shared_by_service(struct um_cache *c, int memfd, int statefd)
+{
+	struct stat a, b;
+	if (fstat(memfd, &a) == 0 && fstat(c->c_memfd, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev) {
+		/* Ours: this process is the file's first. */
+		close(memfd);
+		close(statefd);
+	} else {
+		int e = cache_adopt(c, memfd, statefd);
+		if (e) {
+			close(memfd);
+			close(statefd);
+			return e;
+		}
+	}
+	c->c_shared = true;
+	return 0;
 }
 
 /* A shared anonymous object of exactly len bytes (as the kernel's shmem
@@ -234,7 +465,8 @@ int cache_put(struct um_cache *c)
 {
 	if (--c->c_refs > 0)
 		return 0;
-	int e = c->c_store && c->c_dirty ? wb_cache(c) : 0;
+	cache_lock(c);
+	int e = c->c_store && c->c_sh->dirty ? wb_cache(c) : 0;
 	if (!e)
 		cache_free(c);
 	return e;
@@ -267,6 +499,7 @@ static int anon_fill(struct um_cache *c, uint64_t p, uint64_t q)
  * read, in runs.  Returns 0 or -errno of the first failing read. */
 int cache_fill(struct um_cache *c, uint64_t off, uint64_t len)
 {
+	cache_lock(c);
 	uint64_t p = off / UM_PAGE, end = (off + len) / UM_PAGE;
 	while (p < end) {
 		if (c->c_pstate[p] & PG_PRESENT) {
@@ -303,8 +536,7 @@ int cache_fill(struct um_cache *c, uint64_t off, uint64_t len)
 		}
 		for (uint64_t i = p; i < q; i++)
 			c->c_pstate[i] = PG_PRESENT | PG_REF;
-		c->c_resident += blen;
-		um.resident += blen;
+		c->c_sh->resident += blen;
 		p = q;
 	}
 	return 0;
@@ -314,6 +546,7 @@ int cache_fill(struct um_cache *c, uint64_t off, uint64_t len)
  * the last partial page. */
 void cache_set_size(struct um_cache *c, uint64_t size)
 {
+	cache_lock(c);
 	uint64_t old = c->c_size;
 	c->c_size = size;
 	if (size >= old) {

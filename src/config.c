@@ -28,7 +28,11 @@ struct um_engine um = { .lock = PTHREAD_MUTEX_INITIALIZER, .uffd = -1, .inotify 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 void um_lock(void) { pthread_mutex_lock(&um.lock); }
-void um_unlock(void) { pthread_mutex_unlock(&um.lock); }
+void um_unlock(void)
+{
+	cache_unlock_all();
+	pthread_mutex_unlock(&um.lock);
+}
 
 /* "512M", "2G", "4096", "64k": bytes, or 0 if malformed. */
 uint64_t um_parse_size(const char *s)
@@ -352,7 +356,7 @@ int um_mapping_set(void *addr, enum um_param param, uint64_t value)
 	if (!r || !r->r_cache)
 		err = r ? EINVAL : ENOMEM;
 	else if (param == UM_PARAM_BUDGET)
-		r->r_cache->c_budget = value;
+		r->r_cache->c_sh->budget = value;
 	else if (param == UM_PARAM_FAULT_SIZE || param == UM_PARAM_READAHEAD) {
 		struct um_mapping *m = r->r_map;
 		for (size_t i = 0; i < um.nregions; i++) {
@@ -392,7 +396,7 @@ static void mapping_stats(const struct um_mapping *m, const struct um_cache *c, 
 	st->evictions = c->c_st.evictions;
 	st->writebacks = c->c_st.writebacks;
 	st->bytes_written = c->c_st.bytes_written;
-	st->budget = c->c_budget ? c->c_budget : um.cfg.budget;
+	st->budget = c->c_sh->budget ? c->c_sh->budget : um.cfg.budget;
 	for (size_t i = 0; i < um.nregions; i++) {
 		const struct um_region *r = &um.regions[i];
 		if (r->r_map != m)
@@ -416,11 +420,11 @@ int um_stats(void *addr, struct um_stats *st)
 	if (!addr) {
 		*st = um.st;
 		anon_refresh(true);
-		st->resident_bytes = um.resident + um.anon;
+		st->resident_bytes = cache_resident_all() + um.anon;
 		st->anon_bytes = um.anon;
 		st->dirty_bytes = 0;
 		for (struct um_cache *c = um.caches; c; c = c->c_next)
-			st->dirty_bytes += c->c_dirty;
+			st->dirty_bytes += c->c_sh->dirty;
 		st->budget = um.cfg.budget;
 		st->mappings = um.nregions;
 	} else {

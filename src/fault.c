@@ -74,12 +74,12 @@ static int map_run(uintptr_t start, uintptr_t end, uint64_t mode)
 	return 0;
 }
 
-/* Mark page p of cache c dirty (I2), keeping c_dirty in step. */
+/* Mark page p of cache c dirty (I2), keeping the count in step. */
 static void set_dirty(struct um_cache *c, uint64_t p)
 {
 	if (!(c->c_pstate[p] & PG_DIRTY)) {
 		c->c_pstate[p] |= PG_DIRTY;
-		c->c_dirty += UM_PAGE;
+		c->c_sh->dirty += UM_PAGE;
 	}
 }
 
@@ -210,8 +210,7 @@ static bool read_error(struct um_cache *c, uint64_t off, uintptr_t addr, pid_t t
 		if (act == UM_ERROR_ZERO) {
 			memset(c->c_win + off, 0, UM_PAGE);
 			c->c_pstate[off / UM_PAGE] = PG_PRESENT | PG_REF | PG_ZERO;
-			c->c_resident += UM_PAGE;
-			um.resident += UM_PAGE;
+			c->c_sh->resident += UM_PAGE;
 			return true;
 		}
 		break;
@@ -235,6 +234,7 @@ static void on_fault(const struct uffd_msg *m)
 		return;
 	}
 	struct um_cache *c = r->r_cache;
+	cache_lock(c);
 	r->r_map->m_st.faults++;
 	if ((flags & UFFD_PAGEFAULT_FLAG_WP) && (r->r_kind == UM_ANON_PRIVATE || r->r_kind == UM_ANON_SHARED)) {
 		/* A store to anonymous memory write-protected while it was
@@ -276,7 +276,7 @@ static void on_fault(const struct uffd_msg *m)
 	uint64_t ra_max = r->r_ra_max != UINT64_MAX ? r->r_ra_max : um.cfg.readahead_max;
 	/* At most a quarter of the budget, so that readahead takes the room
 	 * clean pages make and leaves dirty ones to writeback. */
-	uint64_t budget = c->c_budget && c->c_budget < um.cfg.budget ? c->c_budget : um.cfg.budget;
+	uint64_t budget = c->c_sh->budget && c->c_sh->budget < um.cfg.budget ? c->c_sh->budget : um.cfg.budget;
 	if (ra_max > budget / 4)
 		ra_max = um_pgdown(budget / 4);
 	if (r->r_advice == MADV_RANDOM)

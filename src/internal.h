@@ -18,18 +18,23 @@
  * mapped shared, which no other process maps; fork() gives the child a copy,
  * config.c), its evicted pages kept in a swap store.  The page states of a
  * file's cache live in a memfd the writeback service also holds (proto.h),
- * so that a killed process's dirty pages still reach the file.
+ * so that a killed process's dirty pages still reach the file; through the
+ * service, every process that maps the file uses the same two memfds, so
+ * they share one cache, as with the kernel's page cache.
  *
- * Invariants (all under um.lock):
+ * Invariants (all under um.lock and, for a cache shared between processes,
+ * the cache's lock):
  *  I1. A page is PRESENT in pstate iff it was filled into the memfd and not
- *      punched since; um.resident counts PRESENT pages of all caches.
+ *      punched since; the cache's header counts PRESENT pages (resident).
  *  I2. A page that may differ from the store is DIRTY.  With write-protect
  *      tracking, a clean page is mapped write-protected in every shared
- *      region, so the first write to it faults and sets DIRTY before the
- *      store can be written.  Without it, pages of writable shared regions
- *      are marked DIRTY when they are mapped.
- *  I3. Writeback write-protects a run first, then clears DIRTY, then writes:
- *      a store racing with it faults and sets DIRTY again.
+ *      region of every process, so the first write to it faults and sets
+ *      DIRTY before the store can be written.  Without it, pages of
+ *      writable shared regions are marked DIRTY when they are mapped (and
+ *      caches are not shared between processes).
+ *  I3. Writeback write-protects a run first (in the other processes too,
+ *      through the service), then clears DIRTY, then writes: a store racing
+ *      with it faults and sets DIRTY again.
  *  I4. Only clean, unpinned pages outside the range being faulted are
  *      punched; dirty victims are written back first.
  *  I5. Nothing in the engine touches user mappings while holding um.lock;
@@ -38,7 +43,14 @@
  *
  * Locking: one mutex, um.lock, taken by the fault thread, the writeback
  * thread and every um_* call; it is never held across a call that can fault
- * on a registered range (MADV_POPULATE_*, mlock).
+ * on a registered range (MADV_POPULATE_*, mlock).  A cache shared between
+ * processes also has a robust process-shared mutex in its header, taken
+ * after um.lock when the engine first touches the cache (cache_lock) and
+ * released by um_unlock.  A thread blocks on at most one cache lock at a
+ * time (taking one releases the others: each cache operation is complete
+ * before the next cache is touched); eviction only try-locks other caches.
+ * No process waits for another while holding a cache lock, except for the
+ * service's WP answer, and the service never waits for a lock.
  */
 #ifndef UM_INTERNAL_H
 #define UM_INTERNAL_H
@@ -74,20 +86,19 @@ struct um_cache {
 	uint8_t *c_win;		/* unregistered mapping of the memfd */
 	uint64_t c_extent;	/* memfd size: the furthest mapped offset */
 	uint64_t c_wext;	/* window length: what can be cached, bytes */
-	uint8_t *c_pstate;	/* PG_* per page, c_wext / UM_PAGE entries: a
-				 * mapping of c_statefd, shared with the service */
-	int c_statefd;		/* memfd of the page states */
-	uint64_t c_pslen;	/* bytes of c_pstate mapped */
-	bool c_kept;		/* handed to the writeback service */
+	struct um_shared *c_sh;	/* header: lock, counters, mappings (proto.h) */
+	uint8_t *c_pstate;	/* PG_* per page, c_wext / UM_PAGE entries: they
+				 * follow the header in c_statefd for a file */
+	int c_statefd;		/* memfd of the header and page states */
+	uint64_t c_pslen;	/* bytes of header and states mapped */
+	bool c_shared;		/* the service's: other processes may map it */
+	bool c_maps_changed;	/* regions changed: c_sh->maps to update */
 	bool c_private;		/* private anonymous memory: one process's, its
 				 * pages unreachable once unmapped */
 	uint64_t c_size;	/* file size as last seen */
 	int c_refs;		/* regions that map this cache */
 	int c_locked;		/* of which MAP_LOCKED / mlocked */
 	int c_wd;		/* inotify watch, -1 if none */
-	uint64_t c_resident;	/* PRESENT pages * UM_PAGE */
-	uint64_t c_dirty;	/* DIRTY pages * UM_PAGE */
-	uint64_t c_budget;	/* 0 = only the process budget */
 	uint64_t c_clock;	/* eviction hand, page index */
 	int c_wb_err;		/* last writeback errno, 0 if none */
 	uint64_t c_wb_seq;	/* bumped at each writeback error */
@@ -157,7 +168,8 @@ struct um_engine {
 	int wake_fd;		/* eventfd: wakes the writeback thread */
 	pthread_t fault_thread, wb_thread;
 	struct um_config cfg;
-	uint64_t resident;	/* all caches' PRESENT bytes */
+	struct um_cache *held[4]; /* shared caches whose lock this thread holds */
+	int nheld;
 	bool forked;		/* fork() was called: shared anonymous pages stay in memory */
 	bool remapping;		/* um_mremap moves regions: keep their pages */
 	int fork_pipe[2];	/* a fork child says it has copied its private memory */
@@ -208,8 +220,14 @@ int uffd_register(struct um_region *r);
 /* cache.c */
 struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *err);
 struct um_cache *cache_new_anon(uint64_t len, int *err);
+int cache_shared_by_service(struct um_cache *c, int memfd, int statefd); /* 0 or errno */
 int cache_put(struct um_cache *c); /* drop a region's reference; 0 or -errno */
 void cache_free(struct um_cache *c);
+void cache_lock(struct um_cache *c);	/* the cache's own lock, if shared */
+bool cache_trylock(struct um_cache *c, bool *taken);
+void cache_unlock(struct um_cache *c);
+void cache_unlock_all(void);		/* and update changed mapping tables */
+uint64_t cache_resident_all(void);	/* PRESENT bytes of every cache */
 void cache_discard(struct um_cache *c, uint64_t off, uint64_t len); /* anonymous: to zeros */
 int cache_extend(struct um_cache *c, uint64_t end);
 int cache_fill(struct um_cache *c, uint64_t off, uint64_t len);
@@ -239,8 +257,9 @@ void um_signal_sigbus(pid_t tid, uintptr_t addr);
 void um_signal_batch(void);
 
 /* service.c: the library's side of the writeback service (proto.h). */
-void svc_keep(struct um_cache *c);  /* hand a writable file cache over */
+int svc_open(struct um_cache *c, int fd); /* the file's shared cache, in c */
 void svc_forget(struct um_cache *c); /* it is written back and freed */
+int svc_protect(struct um_cache *c, uint64_t off, uint64_t len); /* in others */
 void svc_wb_error(struct um_cache *c, int err); /* a writeback of c failed */
 void svc_check_errors(struct um_cache *c); /* others' failed writebacks of c's file */
 void svc_fork_child(void);

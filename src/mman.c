@@ -335,6 +335,8 @@ static void advise_region(struct um_region *r, uintptr_t s, uintptr_t e, int adv
 {
 	struct um_cache *c = r->r_cache;
 	uint64_t off = c ? r->r_off + (s - r->r_start) : 0, len = e - s;
+	if (c)
+		cache_lock(c);
 	switch (advice) {
 	case MADV_DONTFORK:
 	case MADV_DOFORK:
@@ -553,8 +555,7 @@ static int private_relocate(struct um_region *r, uint64_t keep)
 		else
 			c->c_swap->ops->read(c->c_swap, c->c_win + q * UM_PAGE, UM_PAGE, p * UM_PAGE);
 		c->c_pstate[q] = PG_PRESENT | PG_REF;
-		c->c_resident += UM_PAGE;
-		um.resident += UM_PAGE;
+		c->c_sh->resident += UM_PAGE;
 	}
 	if (sys_mmap((void *)r->r_start, len, r->r_prot, MAP_FIXED | MAP_SHARED | MAP_NORESERVE, c->c_memfd,
 		     (off_t)noff) == MAP_FAILED)

@@ -14,24 +14,38 @@
  *
  * Connection: a SOCK_SEQPACKET unix socket in the abstract namespace, named
  * per user and protocol version (no file to squat or to follow); each side
- * checks the other's uid with SO_PEERCRED.  The library sends HELLO and
- * waits for the service's answer, so the service opens the pidfd while the
- * process is certainly alive (no pid reuse).  Messages are struct
- * um_msg; ADD carries three descriptors (file, data memfd, state memfd).
- * STAT and RECOVER (from `ummap stat` / `ummap recover`) are answered by
- * text lines, one message each, ended by an empty message.
+ * checks the other's uid with SO_PEERCRED.  The library sends HELLO with
+ * its userfaultfd and waits for the service's answer, so the service opens
+ * the pidfd while the process is certainly alive (no pid reuse).  Messages
+ * are struct um_msg.  STAT and RECOVER (from `ummap stat` / `ummap
+ * recover`) are answered by text lines, one message each, ended by an
+ * empty message.
+ *
+ * Shared caches.  The service is also where processes find each other's
+ * caches: OPEN carries a descriptor of the file (proof that the process
+ * could open it) and a fresh data and state memfd; the service answers
+ * with the memfds of the file's cache, which are the fresh ones if no
+ * process has the file cached (device and inode, read from the descriptor,
+ * are the key).  The state memfd begins with struct um_shared: the lock
+ * every process takes before touching the cache's pages or states, the
+ * counters, and the table of the processes' write-tracked mappings.  A
+ * process that cleans a page must first write-protect it in every mapping
+ * of every process (I3): its own with its userfaultfd, the others' by WP,
+ * which the service does with the userfaultfds it holds, while the asking
+ * process holds the lock.  The cache is written back and closed when its
+ * last process drops it or ends.
  *
  * Writeback errors, file by file.  The kernel reports a failed writeback
  * to the next fsync/msync of every process that has the file open (errseq
- * on the inode).  Each process has its own cache, so the service keeps the
- * sequence: a process whose write fails says so (WBERR, answered with the
- * file's new sequence number), and msync(MS_SYNC) asks (ERRQ) whether the
- * file's sequence moved since the process last looked; the service's own
- * failed writebacks count too.
+ * on the inode).  The service keeps the sequence: a process whose write
+ * fails says so (WBERR, answered with the file's new sequence number), and
+ * msync(MS_SYNC) asks (ERRQ) whether the file's sequence moved since the
+ * process last looked; the service's own failed writebacks count too.
  */
 #ifndef UM_PROTO_H
 #define UM_PROTO_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -40,9 +54,9 @@
 #include <sys/types.h>
 #include <sys/un.h>
 
-#define UM_PROTO_VERSION 2
+#define UM_PROTO_VERSION 3
 /* Abstract socket name: "\0" UM_SERVICE_NAME "-<uid>". */
-#define UM_SERVICE_NAME "ummap-service-v2"
+#define UM_SERVICE_NAME "ummap-service-v3"
 
 /* Page state bits, one byte per page of a cache, in the state memfd. */
 enum {
@@ -57,25 +71,54 @@ enum {
 };
 
 enum um_msg_type {
-	UM_MSG_HELLO = 1,   /* library -> service; answered by HELLO */
-	UM_MSG_ADD,	    /* a cache to keep: fds file, data, states */
-	UM_MSG_DROP,	    /* the cache was written back and freed */
+	UM_MSG_HELLO = 1,   /* library -> service, fd: its userfaultfd; answered by HELLO */
+	UM_MSG_OPEN,	    /* fds file, data, state: the file's cache, please;
+			     * answered by OPEN with fds data, state (or err) */
+	UM_MSG_DROP,	    /* dev/ino: this process is done with the cache */
 	UM_MSG_STAT,	    /* what is kept and pending; text answer */
 	UM_MSG_RECOVER,	    /* write back what dead processes left, now */
 	UM_MSG_WBERR,	    /* a writeback of dev/ino failed with err; answered
 			     * with the file's new seq */
 	UM_MSG_ERRQ,	    /* dev/ino's seq and last err, please */
+	UM_MSG_WP,	    /* write-protect [off, off+len) of dev/ino in the
+			     * other processes (the asker holds the lock); answered */
 };
 
 struct um_msg {
 	uint32_t type;
 	uint32_t version; /* UM_PROTO_VERSION */
-	uint64_t id;	  /* the cache, as the process names it */
-	uint64_t dev, ino; /* WBERR, ERRQ: the file */
+	uint64_t dev, ino; /* the file */
+	uint64_t off, len; /* WP: the range */
 	uint64_t seq;	  /* answers: writeback errors of the file so far */
 	int32_t err;	  /* WBERR, answers: the last one's errno */
 	uint32_t pad;
 };
+
+/* A write-tracked mapping of a shared cache by one process: cache offsets
+ * [off, off+len) at address start.  pid 0: a free slot. */
+struct um_map_ent {
+	int32_t pid;
+	uint32_t pad;
+	uint64_t start, off, len;
+};
+
+#define UM_SHARED_MAGIC 0x756d6d6170763301ULL /* "ummapv3" 1 */
+#define UM_STATE_HDR (64UL << 10) /* the page states follow the header */
+#define UM_MAX_MAPS ((UM_STATE_HDR - 256) / sizeof(struct um_map_ent))
+
+/* The head of a cache's state memfd, shared by the processes that map the
+ * file and the service. */
+struct um_shared {
+	uint64_t magic;
+	pthread_mutex_t lock;	/* robust, process-shared */
+	uint64_t resident;	/* PRESENT pages * page size */
+	uint64_t dirty;		/* DIRTY pages * page size */
+	uint64_t budget;	/* the file's budget across processes, 0 = none */
+	uint32_t nmaps;		/* slots of maps[] in use or freed */
+	uint32_t pad;
+	struct um_map_ent maps[UM_MAX_MAPS];
+};
+_Static_assert(sizeof(struct um_shared) <= UM_STATE_HDR, "the header fits");
 
 /* The service's address for user uid; returns its length. */
 static inline socklen_t um_service_addr(struct sockaddr_un *a, uid_t uid)

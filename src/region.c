@@ -70,6 +70,7 @@ int region_insert(const struct um_region *r)
 	if (r->r_cache) {
 		r->r_cache->c_refs++;
 		r->r_cache->c_locked += r->r_locked;
+		r->r_cache->c_maps_changed = true;
 	}
 	return 0;
 }
@@ -94,6 +95,7 @@ int region_split_at(uintptr_t addr)
 	if (r->r_cache) {
 		r->r_cache->c_refs++;
 		r->r_cache->c_locked += r->r_locked;
+		r->r_cache->c_maps_changed = true;
 	}
 	return 0;
 }
@@ -156,6 +158,8 @@ int region_remove_range(uintptr_t start, uintptr_t end)
 	size_t i = region_find(start), j = i;
 	while (j < um.nregions && um.regions[j].r_start < end) {
 		struct um_region *r = &um.regions[j];
+		if (r->r_cache)
+			r->r_cache->c_maps_changed = true;
 		if (r->r_start < start || r->r_end > end) {
 			/* Could not split: keep the part outside. */
 			if (r->r_start < start)

@@ -1,7 +1,8 @@
 /*
  * service.c - the library's side of the writeback service (proto.h): find
- * the user's service or start it, hand it every writable file cache, tell
- * it when one is gone.
+ * the user's service or start it, get each file's cache from it (shared
+ * with every process of the user that maps the file), have it
+ * write-protect pages in the other processes, tell it when a cache is gone.
  *
  * The service is the `ummap` program (`ummap service`), found at
  * $UMMAP_SERVICE or where `make install` put it.  Without it ummap works as
@@ -39,6 +40,57 @@ static const char *service_path(void)
 	return p && *p ? p : UM_SERVICE_PATH;
 }
 
+/* Send m with descriptors fds[0..nfds) on sock. */
+static int send_fds(int sock, const struct um_msg *m, const int *fds, int nfds)
+{
+	char ctl[CMSG_SPACE(3 * sizeof(int))] = { 0 };
+	struct iovec iov = { .iov_base = (void *)m, .iov_len = sizeof *m };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	if (nfds) {
+		mh.msg_control = ctl;
+		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+	}
+	return sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)sizeof *m ? 0 : -errno;
+}
+
+/* One request that the service answers, with up to two descriptors (set
+ * to -1 when not sent). */
+static int svc_ask_fds(struct um_msg *m, const int *fds, int nfds, int *got)
+{
+	struct pollfd pfd = { .fd = um.svc, .events = POLLIN };
+	char ctl[CMSG_SPACE(2 * sizeof(int))];
+	struct iovec iov = { .iov_base = m, .iov_len = sizeof *m };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
+	uint32_t type = m->type;
+	if (send_fds(um.svc, m, fds, nfds) || poll(&pfd, 1, 5000) != 1 ||
+	    recvmsg(um.svc, &mh, MSG_CMSG_CLOEXEC) != (ssize_t)sizeof *m || m->type != type)
+		return -EPROTO;
+	int n = 0;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+			for (size_t i = 0; i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
+				if (got && n < 2)
+					got[n++] = fd;
+				else
+					close(fd);
+			}
+	for (; got && n < 2; n++)
+		got[n] = -1;
+	return 0;
+}
+
+static int svc_ask(struct um_msg *m)
+{
+	return svc_ask_fds(m, NULL, 0, NULL);
+}
+
 static int svc_connect(void)
 {
 	struct sockaddr_un a;
@@ -62,8 +114,8 @@ static int svc_connect(void)
 		e = errno;
 	else if (cr.uid != geteuid())
 		e = EPERM;
-	else if (send(fd, &m, sizeof m, MSG_NOSIGNAL) != sizeof m)
-		e = errno;
+	else if ((e = -send_fds(fd, &m, &um.uffd, 1)))
+		;
 	else if (poll(&pfd, 1, 5000) != 1 || recv(fd, &m, sizeof m, 0) != sizeof m)
 		e = EPROTO;
 	else if (m.type != UM_MSG_HELLO || m.version != UM_PROTO_VERSION)
@@ -130,74 +182,67 @@ static bool svc_ready(void)
 	return true;
 }
 
-static int svc_send(const struct um_msg *m, const int *fds, int nfds)
-{
-	char ctl[CMSG_SPACE(3 * sizeof(int))] = { 0 };
-	struct iovec iov = { .iov_base = (void *)m, .iov_len = sizeof *m };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	if (nfds) {
-		mh.msg_control = ctl;
-		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
-	}
-	return sendmsg(um.svc, &mh, MSG_NOSIGNAL) == (ssize_t)sizeof *m ? 0 : -errno;
-}
-
-static int keep_one(struct um_cache *c)
-{
-	struct um_msg m = { .type = UM_MSG_ADD, .version = UM_PROTO_VERSION, .id = (uintptr_t)c };
-	int fds[3] = { c->c_store->fd, c->c_memfd, c->c_statefd };
-	return svc_send(&m, fds, 3);
-}
-
-/* One request that the service answers. */
-static int svc_ask(struct um_msg *m)
-{
-	struct pollfd pfd = { .fd = um.svc, .events = POLLIN };
-	if (svc_send(m, NULL, 0) || poll(&pfd, 1, 5000) != 1 ||
-	    recv(um.svc, m, sizeof *m, 0) != (ssize_t)sizeof *m)
-		return -EPROTO;
-	return 0;
-}
-
 static int file_errors(struct um_cache *c, struct um_msg *m)
 {
 	*m = (struct um_msg){ .type = UM_MSG_ERRQ, .version = UM_PROTO_VERSION, .dev = c->c_dev, .ino = c->c_ino };
 	return svc_ask(m);
 }
 
-void svc_keep(struct um_cache *c)
+/*
+ * The file's cache from the service (proto.h), into c: shared with the
+ * processes that have the file cached, or c's own memfds, which the service
+ * then holds for the next ones.  Called again when c's store becomes
+ * writable, so that the service can write back what a killed process
+ * leaves.  Without a service c stays this process's own.
+ */
+int svc_open(struct um_cache *c, int fd)
 {
-	if (c->c_kept || !svc_ready())
-		return;
-	if (keep_one(c)) {
-		/* The service went away: a new one gets every cache again. */
-		close(um.svc);
-		um.svc = -1;
-		um.svc_tried = false;
-		if (!svc_ready())
-			return;
-		for (struct um_cache *o = um.caches; o; o = o->c_next)
-			if (o->c_kept && o != c)
-				keep_one(o);
-		if (keep_one(c))
-			return;
+	if (!svc_ready())
+		return -ENOTCONN;
+	struct um_msg m = { .type = UM_MSG_OPEN, .version = UM_PROTO_VERSION, .dev = c->c_dev, .ino = c->c_ino };
+	int fds[3] = { fd, c->c_memfd, c->c_statefd }, got[2];
+	if (svc_ask_fds(&m, fds, 3, got) || m.err || got[1] < 0) {
+		for (int i = 0; i < 2; i++)
+			if (got[i] >= 0)
+				close(got[i]);
+		return m.err ? -m.err : -EPROTO;
 	}
-	c->c_kept = true;
+	if (c->c_shared) {
+		close(got[0]);
+		close(got[1]);
+		return 0;
+	}
+	int e = cache_shared_by_service(c, got[0], got[1]);
+	if (e)
+		return -e;
 	/* Errors from before this process looked are not its to report
 	 * (the kernel samples errseq at open). */
-	struct um_msg m;
 	if (!file_errors(c, &m))
 		c->c_svc_seq = m.seq;
+	return 0;
+}
+
+/* Write-protect [off, off+len) of c in the other processes that map it
+ * (I3), if any do: the service holds their userfaultfds.  The caller holds
+ * c's lock, so the table of mappings is stable. */
+int svc_protect(struct um_cache *c, uint64_t off, uint64_t len)
+{
+	struct um_shared *h = c->c_sh;
+	int32_t me = (int32_t)getpid();
+	bool others = false;
+	for (uint32_t i = 0; i < h->nmaps && !others; i++)
+		others = h->maps[i].pid && h->maps[i].pid != me && off < h->maps[i].off + h->maps[i].len &&
+			 h->maps[i].off < off + len;
+	if (!others || um.svc < 0)
+		return 0;
+	struct um_msg m = { .type = UM_MSG_WP, .version = UM_PROTO_VERSION, .dev = c->c_dev, .ino = c->c_ino,
+			    .off = off, .len = len };
+	return svc_ask(&m) ? -EPROTO : -m.err;
 }
 
 void svc_wb_error(struct um_cache *c, int err)
 {
-	if (!c->c_kept || um.svc < 0)
+	if (!c->c_shared || um.svc < 0)
 		return;
 	struct um_msg m = { .type = UM_MSG_WBERR, .version = UM_PROTO_VERSION, .dev = c->c_dev, .ino = c->c_ino,
 			    .err = err };
@@ -208,7 +253,7 @@ void svc_wb_error(struct um_cache *c, int err)
 void svc_check_errors(struct um_cache *c)
 {
 	struct um_msg m;
-	if (!c->c_kept || um.svc < 0 || file_errors(c, &m) || m.seq == c->c_svc_seq)
+	if (!c->c_shared || um.svc < 0 || file_errors(c, &m) || m.seq == c->c_svc_seq)
 		return;
 	c->c_svc_seq = m.seq;
 	c->c_wb_err = m.err;
@@ -217,11 +262,11 @@ void svc_check_errors(struct um_cache *c)
 
 void svc_forget(struct um_cache *c)
 {
-	if (!c->c_kept || um.svc < 0)
+	if (!c->c_shared || um.svc < 0)
 		return;
-	struct um_msg m = { .type = UM_MSG_DROP, .version = UM_PROTO_VERSION, .id = (uintptr_t)c };
-	svc_send(&m, NULL, 0);
-	c->c_kept = false;
+	struct um_msg m = { .type = UM_MSG_DROP, .version = UM_PROTO_VERSION, .dev = c->c_dev, .ino = c->c_ino };
+	send_fds(um.svc, &m, NULL, 0);
+	c->c_shared = false;
 }
 
 /* A fork child must not keep the parent's connection open (the service
@@ -232,6 +277,4 @@ void svc_fork_child(void)
 		close(um.svc);
 	um.svc = -1;
 	um.svc_tried = true;
-	for (struct um_cache *c = um.caches; c; c = c->c_next)
-		c->c_kept = false;
 }

@@ -54,6 +54,8 @@ void wp_protect_cache_range(struct um_cache *c, uint64_t off, uint64_t len)
 		 * with munmap outside ummap), where there is nothing to protect. */
 		ioctl(um.uffd, UFFDIO_WRITEPROTECT, &wp);
 	}
+	if (c->c_shared)
+		svc_protect(c, off, len);
 }
 
 static int wb_run(struct um_cache *c, uint64_t p, uint64_t q)
@@ -65,7 +67,7 @@ static int wb_run(struct um_cache *c, uint64_t p, uint64_t q)
 		 * done, should the process die in between (proto.h). */
 		for (uint64_t i = p; i < q; i++)
 			c->c_pstate[i] = (uint8_t)((c->c_pstate[i] & ~PG_DIRTY) | PG_WRITING);
-		c->c_dirty -= len;
+		c->c_sh->dirty -= len;
 	}
 	/* Bytes past the end of the file never reach it (as with the kernel). */
 	uint64_t wlen = off >= c->c_size ? 0 : (off + len > c->c_size ? c->c_size - off : len);
@@ -75,7 +77,7 @@ static int wb_run(struct um_cache *c, uint64_t p, uint64_t q)
 			c->c_pstate[i] = (uint8_t)((c->c_pstate[i] & ~PG_WRITING) | (n < 0 ? PG_DIRTY : 0));
 	if (n < 0) {
 		if (um.wp)
-			c->c_dirty += len;
+			c->c_sh->dirty += len;
 		c->c_wb_err = (int)-n;
 		c->c_wb_seq++;
 		svc_wb_error(c, (int)-n);
@@ -97,7 +99,10 @@ static int wb_run(struct um_cache *c, uint64_t p, uint64_t q)
 /* Write back the dirty pages of [off, off+len).  0 or the first -errno. */
 int wb_range(struct um_cache *c, uint64_t off, uint64_t len)
 {
-	if (!c->c_store || !c->c_dirty)
+	cache_lock(c);
+	/* A process that cannot write the file leaves other processes'
+	 * stores to them (or to the service). */
+	if (!c->c_store || !c->c_sh->dirty || !c->c_store->writable)
 		return 0;
 	/* What reaches the file is clipped at its end: that end must be the
 	 * file's now, not the one last seen (a write(2) may have grown it,
@@ -114,7 +119,7 @@ int wb_range(struct um_cache *c, uint64_t off, uint64_t len)
 			 * never overwrite it: its stores are dropped. */
 			if ((s & PG_DIRTY) && um.wp) {
 				c->c_pstate[p] &= (uint8_t)~PG_DIRTY;
-				c->c_dirty -= UM_PAGE;
+				c->c_sh->dirty -= UM_PAGE;
 			}
 			p++;
 			continue;
@@ -139,6 +144,7 @@ int wb_range(struct um_cache *c, uint64_t off, uint64_t len)
  */
 int wb_flush(struct um_cache *c, uint64_t off, uint64_t len)
 {
+	cache_lock(c);
 	int e = c->c_store->ops->flush(c->c_store);
 	if (e)
 		svc_wb_error(c, -e);
@@ -150,7 +156,7 @@ int wb_flush(struct um_cache *c, uint64_t off, uint64_t len)
 	for (; p < end; p++)
 		if ((c->c_pstate[p] & (PG_PRESENT | PG_DIRTY | PG_ZERO)) == PG_PRESENT) {
 			c->c_pstate[p] |= PG_DIRTY;
-			c->c_dirty += UM_PAGE;
+			c->c_sh->dirty += UM_PAGE;
 		}
 	return e;
 }
@@ -166,9 +172,9 @@ void wb_all(void)
 	struct um_cache *c = um.caches, *next;
 	for (; c; c = next) {
 		next = c->c_next;
-		if (c->c_dirty)
+		if (c->c_sh->dirty)
 			wb_cache(c);
-		if (c->c_refs == 0 && !c->c_dirty)
+		if (c->c_refs == 0 && !c->c_sh->dirty)
 			cache_free(c);
 	}
 }
@@ -177,6 +183,7 @@ void wb_all(void)
  * unless clean_only: truncation and MADV_REMOVE discard data). */
 void evict_range(struct um_cache *c, uint64_t off, uint64_t len, bool clean_only)
 {
+	cache_lock(c);
 	uint64_t p = off / UM_PAGE, end = um_pgup(off + len) / UM_PAGE;
 	if (end > c->c_wext / UM_PAGE)
 		end = c->c_wext / UM_PAGE;
@@ -195,9 +202,8 @@ void evict_range(struct um_cache *c, uint64_t off, uint64_t len, bool clean_only
 		uint64_t boff = p * UM_PAGE, blen = (q - p) * UM_PAGE;
 		/* Unmaps the pages from every VMA, then frees them. */
 		fallocate(c->c_memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)boff, (off_t)blen);
-		c->c_resident -= blen;
-		um.resident -= blen;
-		c->c_dirty -= dirty * UM_PAGE;
+		c->c_sh->resident -= blen;
+		c->c_sh->dirty -= dirty * UM_PAGE;
 		c->c_st.evictions += q - p;
 		um.st.evictions += q - p;
 		p = q;
@@ -305,8 +311,9 @@ static uint64_t sweep(struct um_cache *c, uint64_t want, uint64_t busy_off, uint
 {
 	/* The last chunk may be partial (a shared anonymous object of any size). */
 	uint64_t pages = c->c_wext / UM_PAGE, chunks = (pages + UM_EVICT_CHUNK - 1) / UM_EVICT_CHUNK, freed = 0;
-	if (!chunks || !c->c_resident || (!dirty_ok && c->c_dirty >= c->c_resident) ||
-	    (!c->c_store && !can_swap(c)))
+	bool taken;
+	if (!chunks || !c->c_sh->resident || (!dirty_ok && c->c_sh->dirty >= c->c_sh->resident) ||
+	    (!c->c_store && !can_swap(c)) || !cache_trylock(c, &taken))
 		return 0;
 	for (uint64_t step = 0; step < 2 * chunks && freed < want; step++) {
 		uint64_t k = c->c_clock++ % chunks;
@@ -326,10 +333,12 @@ static uint64_t sweep(struct um_cache *c, uint64_t want, uint64_t busy_off, uint
 			continue;
 		if (!c->c_store ? swap_out(c, p, pend) < 0 : (any & PG_DIRTY) && wb_range(c, off, len) < 0)
 			continue;
-		uint64_t before = c->c_resident;
+		uint64_t before = c->c_sh->resident;
 		evict_chunk(c, off, busy_off, busy_len, busy_c);
-		freed += before - c->c_resident;
+		freed += before - c->c_sh->resident;
 	}
+	if (taken)
+		cache_unlock(c);
 	return freed;
 }
 
@@ -380,16 +389,18 @@ int evict_for(struct um_cache *c, uint64_t need, uint64_t busy_off, uint64_t bus
 	 * the first round, dirty ones too in the next (if dirty_ok). */
 	int rounds = dirty_ok ? 3 : 1;
 	bool over = false;
-	for (int round = 0; round < rounds && c && c->c_budget && c->c_resident + need > c->c_budget; round++)
-		sweep(c, c->c_resident + need - c->c_budget, busy_off, busy_len, c, round > 0);
-	if (c && c->c_budget && c->c_resident + need > c->c_budget)
+	if (c)
+		cache_lock(c);
+	for (int round = 0; round < rounds && c && c->c_sh->budget && c->c_sh->resident + need > c->c_sh->budget; round++)
+		sweep(c, c->c_sh->resident + need - c->c_sh->budget, busy_off, busy_len, c, round > 0);
+	if (c && c->c_sh->budget && c->c_sh->resident + need > c->c_sh->budget)
 		over = true;
 	anon_refresh(false);
 	uint64_t budget = um.cfg.budget > um.anon ? um.cfg.budget - um.anon : 0;
-	for (int round = 0; round < rounds && um.resident + need > budget; round++)
-		for (struct um_cache *v = um.caches; v && um.resident + need > budget; v = v->c_next)
-			sweep(v, um.resident + need - budget, busy_off, busy_len, c, round > 0);
-	return over || um.resident + need > budget ? -ENOMEM : 0;
+	for (int round = 0; round < rounds && cache_resident_all() + need > budget; round++)
+		for (struct um_cache *v = um.caches; v && cache_resident_all() + need > budget; v = v->c_next)
+			sweep(v, cache_resident_all() + need - budget, busy_off, busy_len, c, round > 0);
+	return over || cache_resident_all() + need > budget ? -ENOMEM : 0;
 }
 
 /* The error a region has not yet reported, consumed (errseq-like). */

@@ -4,13 +4,15 @@
  * used, so each starts ummap on its own as unrelated processes do; D_SYNC
  * orders their steps.
  *
- * These scenarios hold while every process has a cache of its own: no
- * process reads what another stores until that reached the file.  Sharing
- * one cache between processes (seeing each other's stores at once) is the
- * work of issue 2/5, whose scenarios come with it.
+ * Processes that map one file share its cache, as with the kernel's page
+ * cache: a store is seen by the others at once, without msync; atomics and
+ * a process-shared mutex placed in the file work across processes; a
+ * private mapping sees others' stores on the pages it has not written.
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -91,5 +93,119 @@ DIFF_TEST_PROCS(procs, private_and_shared_mappers, 3)
 	D_CALL(log, o->munmap(p, 4 * PG));
 	D_SYNC(log);
 	D_PREAD(log, fd, 0, 4 * PG);
+	close(fd);
+}
+
+DIFF_TEST_PROCS(procs, stores_are_seen_at_once, 3)
+{
+	/* Each process in turn stores into a page, then the others read it:
+	 * no msync, no munmap in between. */
+	int fd = shared_file(log, dir, 4 * PG);
+	char *p = D_MMAP(log, o, NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	D_READ(log, p, 4 * PG); /* every page cached and mapped read-only first */
+	for (int turn = 0; turn < 3; turn++) {
+		D_SYNC(log);
+		if (diff_me() == turn)
+			D_PATTERN(log, p + (size_t)turn * PG + 7, 2000, 90 + (unsigned)turn);
+		D_SYNC(log);
+		D_READ(log, p, 4 * PG);
+	}
+	D_SYNC(log);
+	D_CALL(log, o->munmap(p, 4 * PG));
+	D_SYNC(log);
+	if (diff_me() == 0)
+		D_PREAD(log, fd, 0, 4 * PG);
+	close(fd);
+}
+
+DIFF_TEST_PROCS(procs, writeback_of_one_keeps_the_next_store_of_another, 2)
+{
+	/* Process 0 syncs the page (cleaning it) after process 1 stored into
+	 * it; process 1's next store must reach the file with its own msync. */
+	int fd = shared_file(log, dir, 2 * PG);
+	char *p = D_MMAP(log, o, NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	D_READ(log, p, 2 * PG);
+	D_SYNC(log);
+	if (diff_me() == 1)
+		D_FILL(log, p + 10, 'x', 100);
+	D_SYNC(log);
+	if (diff_me() == 0)
+		D_CALL(log, o->msync(p, 2 * PG, MS_SYNC));
+	D_SYNC(log);
+	if (diff_me() == 1) {
+		D_FILL(log, p + 200, 'y', 100);
+		D_CALL(log, o->msync(p, 2 * PG, MS_SYNC));
+	}
+	D_SYNC(log);
+	D_PREAD(log, fd, 0, 2 * PG);
+	D_SYNC(log);
+	D_CALL(log, o->munmap(p, 2 * PG));
+	close(fd);
+}
+
+/* Each of the processes adds ROUNDS to a counter in the file, under a
+ * process-shared mutex placed in the mapping, and to a C11 atomic. */
+#define ROUNDS 20000
+struct in_file {
+	pthread_mutex_t lock;
+	long plain;
+	atomic_long atomic;
+};
+
+static void counters(const struct mm_ops *o, struct diff_log *log, const char *dir, int nproc)
+{
+	int fd = shared_file(log, dir, PG);
+	struct in_file *f = (void *)D_MMAP(log, o, NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (diff_me() == 0) {
+		pthread_mutexattr_t a;
+		pthread_mutexattr_init(&a);
+		pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+		pthread_mutex_init(&f->lock, &a);
+		f->plain = 0;
+		atomic_init(&f->atomic, 0);
+	}
+	D_SYNC(log);
+	for (int i = 0; i < ROUNDS; i++) {
+		pthread_mutex_lock(&f->lock);
+		f->plain++;
+		pthread_mutex_unlock(&f->lock);
+		atomic_fetch_add(&f->atomic, 1);
+	}
+	D_SYNC(log);
+	D_VAL(log, f->plain);
+	D_VAL(log, atomic_load(&f->atomic));
+	D_SYNC(log);
+	D_CALL(log, o->munmap(f, PG));
+	D_SYNC(log);
+	if (diff_me() == 0)
+		D_PREAD(log, fd, offsetof(struct in_file, plain), 2 * sizeof(long));
+	close(fd);
+}
+
+DIFF_TEST_PROCS(procs, mutex_and_atomic_counter_in_the_file, 4)
+{
+	counters(o, log, dir, 4);
+}
+
+DIFF_TEST_PROCS(procs, private_mapping_sees_shared_stores_until_written, 2)
+{
+	/* Process 1 maps privately and writes page 1 only; process 0 then
+	 * stores into pages 0 and 1 through a shared mapping.  Process 1 sees
+	 * the store to page 0, and its own copy of page 1. */
+	int fd = shared_file(log, dir, 2 * PG);
+	int priv = diff_me() == 1;
+	char *p = D_MMAP(log, o, NULL, 2 * PG, PROT_READ | PROT_WRITE, priv ? MAP_PRIVATE : MAP_SHARED, fd, 0);
+	D_READ(log, p, 2 * PG);
+	if (priv)
+		D_FILL(log, p + PG + 50, 'c', 20);
+	D_SYNC(log);
+	if (!priv) {
+		D_FILL(log, p + 40, 's', 30);
+		D_FILL(log, p + PG + 40, 's', 30);
+	}
+	D_SYNC(log);
+	D_READ(log, p, 2 * PG);
+	D_SYNC(log);
+	D_CALL(log, o->munmap(p, 2 * PG));
 	close(fd);
 }

@@ -3,19 +3,24 @@
  * `ummap stat` / `ummap recover` commands that talk to it (proto.h: why
  * and how).
  *
- * The service keeps, for each client process, the caches it handed over
- * (file, data memfd, page-state memfd).  A cache the client frees is
- * dropped.  When the client ends -- its pidfd says the process is gone, or
- * its connection closes (exec, or it closed our socket) -- every page whose
- * state is DIRTY or WRITING (and not ZERO) is written from the data memfd
- * to the file, clipped at the file's current end; the descriptors are then
- * closed.  A cache whose writeback fails (ENOSPC, EIO) is kept and retried
- * every second, `ummap stat` shows it and `ummap recover` retries it at
- * once.  It also keeps each file's writeback error sequence (proto.h), so
- * that msync in every process reports a write that failed in another.
+ * The service keeps the caches of the user's files (proto.h): the first
+ * process to map a file hands its fresh memfds over, the next ones get
+ * the same (OPEN), so they share one cache.  It holds each client's
+ * userfaultfd, with which it write-protects a range of a cache in the
+ * processes that map it, for the one that is about to clean it (WP).  When
+ * the last process using a cache drops it, or ends -- its pidfd says the
+ * process is gone, or its connection closes (exec, or it closed our
+ * socket) -- every page whose state is DIRTY or WRITING (and not ZERO) is
+ * written from the data memfd to the file, clipped at the file's current
+ * end, and the cache is closed.  A cache whose writeback fails (ENOSPC,
+ * EIO) is kept and retried every second (and given to the next process
+ * that maps the file), `ummap stat` shows it and `ummap recover` retries it
+ * at once.  It also keeps each file's writeback error sequence (proto.h),
+ * so that msync in every process reports a write that failed in another.
  * With no client and nothing pending for a while, the service exits.
  *
- * One thread, one poll loop; a client's messages are handled in order.
+ * One thread, one poll loop; a client's messages are handled in order.  It
+ * never waits for a cache's lock (the process asking for WP holds it).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,12 +31,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "compat.h"
 #include "proto.h"
 #include "service.h"
 
@@ -39,21 +46,29 @@
 #define MAX_CLIENTS 1024
 #define RETRY_MS 1000
 
-struct kept {
-	uint64_t id;
+/* A file's cache. */
+struct cache {
 	dev_t dev;
 	ino_t ino;
 	int file, data, state;
+	struct um_shared *hdr; /* the state memfd's header, mapped */
+	int users;	  /* clients that opened it and did not drop it */
 	int err;	  /* errno of the last failed writeback, 0 if none */
 	char path[256];	  /* for the operator */
-	struct kept *next;
+	struct cache *next;
+};
+static struct cache *caches;
+
+struct use {
+	struct cache *c;
+	struct use *next;
 };
 
 struct client {
-	int sock, pidfd;
+	int sock, pidfd, uffd;
 	pid_t pid;
-	bool ended;	  /* its process is gone: caches are owed to their files */
-	struct kept *caches;
+	bool ended;	  /* its process is gone */
+	struct use *uses; /* caches it opened */
 };
 
 static struct client clients[MAX_CLIENTS];
@@ -104,12 +119,17 @@ static void say(const char *fmt, ...)
 	va_end(ap);
 }
 
-static void kept_close(struct kept *k)
+static void cache_close(struct cache *c)
 {
-	close(k->file);
-	close(k->data);
-	close(k->state);
-	free(k);
+	struct cache **p = &caches;
+	while (*p != c)
+		p = &(*p)->next;
+	*p = c->next;
+	munmap(c->hdr, UM_STATE_HDR);
+	close(c->file);
+	close(c->data);
+	close(c->state);
+	free(c);
 }
 
 /* Pages owed to the file: dirty or being written, not error zeros. */
@@ -118,20 +138,27 @@ static bool owed(uint8_t s)
 	return (s & (PG_DIRTY | PG_WRITING)) && !(s & PG_ZERO);
 }
 
-/* Bytes k's state marks as owed to the file. */
-static uint64_t kept_pending(const struct kept *k)
+/* The page states of c, mapped (*n of them), or NULL. */
+static uint8_t *states(const struct cache *c, uint64_t *n, int prot)
 {
 	struct stat st;
-	if (fstat(k->state, &st) < 0 || !st.st_size)
-		return 0;
-	uint8_t *ps = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, k->state, 0);
-	if (ps == MAP_FAILED)
-		return 0;
-	uint64_t n = 0;
-	for (off_t p = 0; p < st.st_size; p++)
-		n += owed(ps[p]) ? PAGE : 0;
-	munmap(ps, (size_t)st.st_size);
-	return n;
+	if (fstat(c->state, &st) < 0 || (uint64_t)st.st_size <= UM_STATE_HDR)
+		return NULL;
+	*n = (uint64_t)st.st_size - UM_STATE_HDR;
+	uint8_t *ps = mmap(NULL, *n, prot, MAP_SHARED, c->state, UM_STATE_HDR);
+	return ps == MAP_FAILED ? NULL : ps;
+}
+
+/* Bytes c's states mark as owed to the file. */
+static uint64_t pending_bytes(const struct cache *c)
+{
+	uint64_t n, owe = 0;
+	uint8_t *ps = states(c, &n, PROT_READ);
+	for (uint64_t p = 0; ps && p < n; p++)
+		owe += owed(ps[p]) ? PAGE : 0;
+	if (ps)
+		munmap(ps, n);
+	return owe;
 }
 
 static int write_all(int fd, const uint8_t *buf, uint64_t len, uint64_t off)
@@ -149,19 +176,19 @@ static int write_all(int fd, const uint8_t *buf, uint64_t len, uint64_t off)
 	return 0;
 }
 
-/* Write back what k owes its file.  0, or the errno (k is then kept). */
-static int settle(struct kept *k, uint64_t *written)
+/* Write back what c owes its file, with nobody using it.  0, or the errno
+ * (c is then kept). */
+static int settle_locked(struct cache *c, uint64_t *written)
 {
-	struct stat sst, fst, dst;
-	if (fstat(k->state, &sst) < 0 || fstat(k->file, &fst) < 0 || fstat(k->data, &dst) < 0)
+	struct stat fst, dst;
+	uint64_t n;
+	if (fstat(c->file, &fst) < 0 || fstat(c->data, &dst) < 0)
 		return errno;
-	if (!sst.st_size)
+	uint8_t *ps = states(c, &n, PROT_READ);
+	if (!ps)
 		return 0;
-	uint8_t *ps = mmap(NULL, (size_t)sst.st_size, PROT_READ, MAP_SHARED, k->state, 0);
-	if (ps == MAP_FAILED)
-		return errno;
 	uint64_t fsize = (uint64_t)fst.st_size, dsize = (uint64_t)dst.st_size;
-	uint64_t n = (uint64_t)sst.st_size, limit = (fsize < dsize ? fsize : dsize);
+	uint64_t limit = (fsize < dsize ? fsize : dsize);
 	int err = 0;
 	for (uint64_t p = 0; p < n && p * PAGE < limit && !err;) {
 		if (!owed(ps[p])) {
@@ -176,45 +203,54 @@ static int settle(struct kept *k, uint64_t *written)
 		uint64_t off = p * PAGE, len = (q - p) * PAGE;
 		if (off + len > limit)
 			len = limit - off;
-		uint8_t *d = mmap(NULL, len, PROT_READ, MAP_SHARED, k->data, (off_t)off);
+		uint8_t *d = mmap(NULL, len, PROT_READ, MAP_SHARED, c->data, (off_t)off);
 		if (d == MAP_FAILED) {
 			err = errno;
 			break;
 		}
-		err = write_all(k->file, d, len, off);
+		err = write_all(c->file, d, len, off);
 		munmap(d, len);
 		if (!err)
 			*written += len;
 		p = q;
 	}
-	munmap(ps, (size_t)sst.st_size);
+	munmap(ps, n);
 	return err;
 }
 
-/* Write back every cache of an ended client; keep the ones that fail. */
-static void settle_client(struct client *cl)
+/* The lock of a cache nobody uses is free, or was held by a process that
+ * died (robust: then taken over); never waited for. */
+static int settle(struct cache *c, uint64_t *written)
 {
-	struct kept **kp = &cl->caches;
-	while (*kp) {
-		struct kept *k = *kp;
-		uint64_t written = 0;
-		int e = settle(k, &written);
-		if (e) {
-			if (e != k->err) {
-				say("ummap service: pid %d: %s: writeback failed (%s), will retry\n",
-				    (int)cl->pid, k->path, strerror(e));
-				note_error(k->dev, k->ino, e);
-			}
-			k->err = e;
-			kp = &k->next;
-			continue;
+	int e = pthread_mutex_trylock(&c->hdr->lock);
+	if (e == EOWNERDEAD)
+		pthread_mutex_consistent(&c->hdr->lock);
+	else if (e)
+		return EAGAIN;
+	e = settle_locked(c, written);
+	pthread_mutex_unlock(&c->hdr->lock);
+	return e;
+}
+
+/* A cache nobody uses any more: written back and closed, or kept. */
+static void release(struct cache *c, pid_t who)
+{
+	if (c->users)
+		return;
+	uint64_t written = 0;
+	int e = settle(c, &written);
+	if (e) {
+		if (e != c->err && e != EAGAIN) {
+			say("ummap service: %s: writeback failed (%s), will retry\n", c->path, strerror(e));
+			note_error(c->dev, c->ino, e);
 		}
-		if (written)
-			say("ummap service: pid %d ended: %llu bytes written to %s\n", (int)cl->pid,
-			    (unsigned long long)written, k->path);
-		*kp = k->next;
-		kept_close(k);
+		c->err = e;
+		return;
 	}
+	if (written)
+		say("ummap service: pid %d ended: %llu bytes written to %s\n", (int)who,
+		    (unsigned long long)written, c->path);
+	cache_close(c);
 }
 
 static void client_end(struct client *cl)
@@ -223,9 +259,17 @@ static void client_end(struct client *cl)
 		close(cl->sock);
 	if (cl->pidfd >= 0)
 		close(cl->pidfd);
-	cl->sock = cl->pidfd = -1;
+	if (cl->uffd >= 0)
+		close(cl->uffd);
+	cl->sock = cl->pidfd = cl->uffd = -1;
 	cl->ended = true;
-	settle_client(cl);
+	while (cl->uses) {
+		struct use *u = cl->uses;
+		cl->uses = u->next;
+		u->c->users--;
+		release(u->c, cl->pid);
+		free(u);
+	}
 }
 
 static void reply(int sock, const char *fmt, ...)
@@ -242,23 +286,25 @@ static void reply(int sock, const char *fmt, ...)
 
 static void report(int sock, bool recover)
 {
-	unsigned pending = 0, kept = 0, procs = 0;
-	for (int i = 0; i < nclients; i++) {
-		struct client *cl = &clients[i];
-		if (recover && cl->ended)
-			settle_client(cl);
-		procs += cl->caches != NULL || cl->pidfd >= 0;
-		for (struct kept *k = cl->caches; k; k = k->next) {
-			uint64_t owe = kept_pending(k);
-			kept++;
-			pending += cl->ended;
-			reply(sock, "pid %-7d %-7s %10llu bytes dirty  %s%s%s\n", (int)cl->pid,
-			      cl->ended ? "ended" : "running", (unsigned long long)owe, k->path,
-			      k->err ? "  last error: " : "", k->err ? strerror(k->err) : "");
+	unsigned pending = 0, n = 0, procs = 0;
+	for (int i = 0; i < nclients; i++)
+		procs += !clients[i].ended;
+	for (struct cache *c = caches, *next; c; c = next) {
+		next = c->next;
+		if (recover && !c->users) {
+			c->err = 0;
+			release(c, 0);
 		}
 	}
-	reply(sock, "%u process(es), %u cache(s) kept, %u left behind by ended processes%s\n", procs,
-	      kept, pending, pending ? (recover ? ": still failing" : " (ummap recover retries)") : "");
+	for (struct cache *c = caches; c; c = c->next) {
+		n++;
+		pending += !c->users;
+		reply(sock, "%-7s %10llu bytes dirty  %s  (%d process(es))%s%s\n", c->users ? "in use" : "ended",
+		      (unsigned long long)pending_bytes(c), c->path, c->users, c->err ? "  last error: " : "",
+		      c->err ? strerror(c->err) : "");
+	}
+	reply(sock, "%u process(es), %u cache(s) kept, %u left behind by ended processes%s\n", procs, n, pending,
+	      pending ? (recover ? ": still failing" : " (ummap recover retries)") : "");
 	send(sock, "", 0, MSG_NOSIGNAL);
 }
 
@@ -280,41 +326,131 @@ static void take_fds(struct msghdr *mh, int *fds, int *nfds)
 	}
 }
 
-static void add_cache(struct client *cl, uint64_t id, const int *fds)
+static struct cache *cache_of(dev_t dev, ino_t ino)
 {
-	struct kept *k = calloc(1, sizeof *k);
-	if (!k) {
-		for (int i = 0; i < 3; i++)
-			close(fds[i]);
-		return;
-	}
-	struct stat st;
-	k->id = id;
-	if (fstat(fds[0], &st) == 0) {
-		k->dev = st.st_dev;
-		k->ino = st.st_ino;
-	}
-	k->file = fds[0];
-	k->data = fds[1];
-	k->state = fds[2];
-	char link[64];
-	snprintf(link, sizeof link, "/proc/self/fd/%d", k->file);
-	ssize_t n = readlink(link, k->path, sizeof k->path - 1);
-	k->path[n > 0 ? n : 0] = 0;
-	k->next = cl->caches;
-	cl->caches = k;
+	struct cache *c = caches;
+	while (c && (c->dev != dev || c->ino != ino))
+		c = c->next;
+	return c;
 }
 
-static void drop_cache(struct client *cl, uint64_t id)
+static bool writable(int fd)
 {
-	for (struct kept **kp = &cl->caches; *kp; kp = &(*kp)->next) {
-		if ((*kp)->id == id) {
-			struct kept *k = *kp;
-			*kp = k->next;
-			kept_close(k);
+	int fl = fcntl(fd, F_GETFL);
+	return fl >= 0 && (fl & O_ACCMODE) != O_RDONLY;
+}
+
+/* fds: the file (the client could open it: it may have its cache), a fresh
+ * data and state memfd.  The file's cache, made of them if it has none. */
+static struct cache *open_cache(struct client *cl, const int *fds)
+{
+	struct stat st;
+	if (fstat(fds[0], &st) < 0 || !S_ISREG(st.st_mode))
+		return NULL;
+	struct cache *c = cache_of(st.st_dev, st.st_ino);
+	if (c) {
+		/* A writable descriptor lets the service write back. */
+		if (!writable(c->file) && writable(fds[0])) {
+			close(c->file);
+			c->file = fds[0];
+		} else {
+			close(fds[0]);
+		}
+		close(fds[1]);
+		close(fds[2]);
+	} else {
+		struct um_shared *h = mmap(NULL, UM_STATE_HDR, PROT_READ | PROT_WRITE, MAP_SHARED, fds[2], 0);
+		if (h == MAP_FAILED || h->magic != UM_SHARED_MAGIC || !(c = calloc(1, sizeof *c))) {
+			if (h != MAP_FAILED)
+				munmap(h, UM_STATE_HDR);
+			return NULL;
+		}
+		*c = (struct cache){ .dev = st.st_dev, .ino = st.st_ino, .file = fds[0], .data = fds[1],
+				     .state = fds[2], .hdr = h, .next = caches };
+		char link[64];
+		snprintf(link, sizeof link, "/proc/self/fd/%d", c->file);
+		ssize_t n = readlink(link, c->path, sizeof c->path - 1);
+		c->path[n > 0 ? n : 0] = 0;
+		caches = c;
+	}
+	for (struct use *u = cl->uses; u; u = u->next)
+		if (u->c == c)
+			return c;
+	struct use *u = malloc(sizeof *u);
+	if (!u)
+		return NULL;
+	*u = (struct use){ .c = c, .next = cl->uses };
+	cl->uses = u;
+	c->users++;
+	c->err = 0; /* a new user writes back what an ended one left */
+	return c;
+}
+
+static void drop_cache(struct client *cl, dev_t dev, ino_t ino)
+{
+	for (struct use **up = &cl->uses; *up; up = &(*up)->next) {
+		struct cache *c = (*up)->c;
+		if (c->dev == dev && c->ino == ino) {
+			struct use *u = *up;
+			*up = u->next;
+			free(u);
+			c->users--;
+			release(c, cl->pid);
 			return;
 		}
 	}
+}
+
+static struct client *live_client(pid_t pid, const struct cache *c)
+{
+	for (int i = 0; i < nclients; i++)
+		if (clients[i].pid == pid && !clients[i].ended && clients[i].uffd >= 0)
+			for (struct use *u = clients[i].uses; u; u = u->next)
+				if (u->c == c)
+					return &clients[i];
+	return NULL;
+}
+
+/* Write-protect [off, off+len) of the cache in every process but the
+ * asker's that maps it (its table of mappings; the asker holds the lock). */
+static int protect(struct client *asker, dev_t dev, ino_t ino, uint64_t off, uint64_t len)
+{
+	struct cache *c = cache_of(dev, ino);
+	if (!c)
+		return ENOENT;
+	struct um_shared *h = c->hdr;
+	for (uint32_t i = 0; i < h->nmaps && i < UM_MAX_MAPS; i++) {
+		struct um_map_ent e = h->maps[i];
+		uint64_t lo = off > e.off ? off : e.off, hi = off + len < e.off + e.len ? off + len : e.off + e.len;
+		if (!e.pid || e.pid == asker->pid || lo >= hi)
+			continue;
+		struct client *t = live_client(e.pid, c);
+		if (!t)
+			continue;
+		struct uffdio_writeprotect wp = { .range = { e.start + (lo - e.off), hi - lo },
+						  .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+		/* Fails only where that process no longer maps the range. */
+		ioctl(t->uffd, UFFDIO_WRITEPROTECT, &wp);
+	}
+	return 0;
+}
+
+/* Send m, with descriptors, to a client. */
+static void answer(struct client *cl, const struct um_msg *m, const int *fds, int nfds)
+{
+	char ctl[CMSG_SPACE(2 * sizeof(int))] = { 0 };
+	struct iovec iov = { .iov_base = (void *)m, .iov_len = sizeof *m };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	if (nfds) {
+		mh.msg_control = ctl;
+		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+	}
+	sendmsg(cl->sock, &mh, MSG_NOSIGNAL);
 }
 
 /* One message from a client; false when the connection is over. */
@@ -330,9 +466,18 @@ static bool client_read(struct client *cl)
 	int fds[3], nfds;
 	take_fds(&mh, fds, &nfds);
 	bool ok = n == (ssize_t)sizeof m && m.version == UM_PROTO_VERSION;
-	if (ok && m.type == UM_MSG_ADD && nfds == 3) {
-		add_cache(cl, m.id, fds);
+	if (ok && m.type == UM_MSG_OPEN && nfds == 3) {
+		struct cache *c = open_cache(cl, fds);
+		m.err = c ? 0 : EPROTO;
+		if (c)
+			answer(cl, &m, (int[]){ c->data, c->state }, 2);
+		else
+			answer(cl, &m, NULL, 0);
 		return true;
+	}
+	if (ok && m.type == UM_MSG_HELLO && nfds == 1 && cl->uffd < 0) {
+		cl->uffd = fds[0];
+		nfds = 0;
 	}
 	for (int i = 0; i < nfds; i++)
 		close(fds[i]);
@@ -342,10 +487,14 @@ static bool client_read(struct client *cl)
 	case UM_MSG_HELLO:
 		if (cl->pidfd < 0)
 			cl->pidfd = (int)syscall(SYS_pidfd_open, cl->pid, 0);
-		send(cl->sock, &m, sizeof m, MSG_NOSIGNAL);
+		answer(cl, &m, NULL, 0);
 		return true;
 	case UM_MSG_DROP:
-		drop_cache(cl, m.id);
+		drop_cache(cl, (dev_t)m.dev, (ino_t)m.ino);
+		return true;
+	case UM_MSG_WP:
+		m.err = protect(cl, (dev_t)m.dev, (ino_t)m.ino, m.off, m.len);
+		answer(cl, &m, NULL, 0);
 		return true;
 	case UM_MSG_WBERR:
 	case UM_MSG_ERRQ: {
@@ -354,7 +503,7 @@ static bool client_read(struct client *cl)
 		struct file_errors *f = errors_of((dev_t)m.dev, (ino_t)m.ino, false);
 		m.seq = f ? f->seq : 0;
 		m.err = f ? f->err : 0;
-		send(cl->sock, &m, sizeof m, MSG_NOSIGNAL);
+		answer(cl, &m, NULL, 0);
 		return true;
 	}
 	case UM_MSG_STAT:
@@ -378,23 +527,23 @@ static void accept_client(int lsock)
 		close(s);
 		return;
 	}
-	clients[nclients++] = (struct client){ .sock = s, .pidfd = -1, .pid = cr.pid };
+	clients[nclients++] = (struct client){ .sock = s, .pidfd = -1, .uffd = -1, .pid = cr.pid };
 }
 
-/* Forget clients that ended with nothing left to write. */
+/* Forget clients that ended. */
 static void compact(void)
 {
 	int j = 0;
 	for (int i = 0; i < nclients; i++)
-		if (!clients[i].ended || clients[i].caches)
+		if (!clients[i].ended)
 			clients[j++] = clients[i];
 	nclients = j;
 }
 
 static bool any_pending(void)
 {
-	for (int i = 0; i < nclients; i++)
-		if (clients[i].ended && clients[i].caches)
+	for (struct cache *c = caches; c; c = c->next)
+		if (!c->users)
 			return true;
 	return false;
 }
@@ -440,11 +589,12 @@ static int serve(int lsock)
 				client_end(cl);
 		}
 		if (pending)
-			for (int i = 0; i < nclients; i++)
-				if (clients[i].ended && clients[i].caches)
-					settle_client(&clients[i]);
+			for (struct cache *c = caches, *next; c; c = next) {
+				next = c->next;
+				release(c, 0);
+			}
 		compact();
-		if (nclients)
+		if (nclients || caches)
 			idle_since = now_s();
 		else if (idle_s && now_s() - idle_since > idle_s)
 			return 0;
