@@ -1,0 +1,173 @@
+/*
+ * test_share.c - processes sharing one file's cache under pressure.
+ *
+ * PROCS unrelated processes (forked before any of them uses ummap, so each
+ * starts its own engine) with THREADS threads each map one file MAP_SHARED
+ * and, ROUNDS times per thread:
+ *  - increment the thread's own counter in the file's first page (plain
+ *    stores; no other thread writes it),
+ *  - increment a C11 atomic counter that every thread shares,
+ *  - append a record: take the next slot with an atomic fetch-add on a
+ *    second shared counter and write (process, thread, round, check) there.
+ * The records span many times the budget each process has (BUDGET, with a
+ * short writeback interval), so eviction and writeback of pages other
+ * processes are storing into run all along.  At the end every counter and
+ * every record is exact, in memory (each process checks all of them while
+ * still mapped) and on disk (after every process has unmapped).
+ * Bounded by counts, not time.
+ */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ummap.h"
+
+#define PROCS 4
+#define THREADS 2
+#define ROUNDS 50000
+#define PG 4096UL
+#define NREC ((uint64_t)PROCS * THREADS * ROUNDS)
+#define BUDGET (1UL << 20)
+
+struct head {
+	uint64_t count[PROCS][THREADS]; /* plain, one writer each */
+	atomic_uint_least64_t total;	/* every thread's increments */
+	atomic_uint_least64_t next;	/* next record slot */
+};
+
+struct rec {
+	uint32_t proc, thread, round, check;
+	char fill[48];
+};
+
+#define FILE_SIZE (PG + NREC * sizeof(struct rec))
+
+static uint32_t check_of(uint32_t p, uint32_t t, uint32_t r)
+{
+	return (p * 2654435761u) ^ (t * 40503u) ^ (r * 2246822519u) ^ 0x5eed;
+}
+
+static struct head *head;
+static struct rec *recs;
+static int me;
+
+static void *worker(void *arg)
+{
+	uint32_t t = (uint32_t)(uintptr_t)arg;
+	for (uint32_t r = 0; r < ROUNDS; r++) {
+		head->count[me][t]++;
+		atomic_fetch_add(&head->total, 1);
+		uint64_t i = atomic_fetch_add(&head->next, 1);
+		struct rec *x = &recs[i];
+		memset(x->fill, (int)(r & 0x7f), sizeof x->fill);
+		x->proc = (uint32_t)me;
+		x->thread = t;
+		x->round = r;
+		x->check = check_of((uint32_t)me, t, r);
+	}
+	return NULL;
+}
+
+/* Every counter and record right: 0, or a message in why. */
+static int verify(const struct head *h, const struct rec *rs, char *why, size_t n)
+{
+	static uint8_t seen[PROCS][THREADS][ROUNDS];
+	memset(seen, 0, sizeof seen);
+	for (int p = 0; p < PROCS; p++)
+		for (int t = 0; t < THREADS; t++)
+			if (h->count[p][t] != ROUNDS)
+				return snprintf(why, n, "counter of process %d thread %d is %llu", p, t,
+						(unsigned long long)h->count[p][t]);
+	if (h->total != NREC || h->next != NREC)
+		return snprintf(why, n, "shared counters %llu and %llu, want %llu", (unsigned long long)h->total,
+				(unsigned long long)h->next, (unsigned long long)NREC);
+	for (uint64_t i = 0; i < NREC; i++) {
+		const struct rec *x = &rs[i];
+		if (x->proc >= PROCS || x->thread >= THREADS || x->round >= ROUNDS ||
+		    x->check != check_of(x->proc, x->thread, x->round) || x->fill[47] != (char)(x->round & 0x7f))
+			return snprintf(why, n, "record %llu is wrong", (unsigned long long)i);
+		if (seen[x->proc][x->thread][x->round]++)
+			return snprintf(why, n, "record %llu is a duplicate", (unsigned long long)i);
+	}
+	return 0;
+}
+
+/* One process: its threads, then the check of everything in memory. */
+static int child(const char *path, pthread_barrier_t *all)
+{
+	struct um_config cfg = { .budget = BUDGET, .writeback_ms = 20 };
+	if (um_configure(&cfg))
+		return 10;
+	int fd = open(path, O_RDWR);
+	char *m = um_mmap(NULL, FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED)
+		return 11;
+	close(fd);
+	head = (struct head *)m;
+	recs = (struct rec *)(m + PG);
+	pthread_barrier_wait(all);
+	pthread_t th[THREADS];
+	for (uintptr_t t = 0; t < THREADS; t++)
+		pthread_create(&th[t], NULL, worker, (void *)t);
+	for (int t = 0; t < THREADS; t++)
+		pthread_join(th[t], NULL);
+	pthread_barrier_wait(all);
+	char why[200];
+	int bad = verify(head, recs, why, sizeof why);
+	if (bad)
+		fprintf(stderr, "process %d, in memory: %s\n", me, why);
+	struct um_stats st;
+	um_stats(NULL, &st);
+	fprintf(stderr, "process %d: %llu faults, %llu evictions, %llu pages written back\n", me,
+		(unsigned long long)st.faults, (unsigned long long)st.evictions,
+		(unsigned long long)st.writebacks);
+	pthread_barrier_wait(all);
+	if (um_munmap(m, FILE_SIZE))
+		return 12;
+	return bad ? 13 : 0;
+}
+
+Test(share, four_processes_two_threads_one_file_under_a_small_budget, .timeout = 0)
+{
+	char path[] = "/tmp/ummap-share-XXXXXX";
+	int fd = mkstemp(path);
+	cr_assert(fd >= 0);
+	cr_assert(ftruncate(fd, (off_t)FILE_SIZE) == 0);
+	close(fd);
+	pthread_barrier_t *all = mmap(NULL, sizeof *all, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pthread_barrierattr_t a;
+	pthread_barrierattr_init(&a);
+	pthread_barrierattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+	pthread_barrier_init(all, &a, PROCS);
+	pid_t pids[PROCS];
+	for (int p = 0; p < PROCS; p++) {
+		pids[p] = fork();
+		cr_assert(pids[p] >= 0);
+		if (pids[p] == 0) {
+			me = p;
+			_exit(child(path, all));
+		}
+	}
+	for (int p = 0; p < PROCS; p++) {
+		int st;
+		cr_assert(waitpid(pids[p], &st, 0) == pids[p]);
+		cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "process %d ended with status %#x", p, st);
+	}
+	/* On disk, once every process has unmapped. */
+	char *buf = malloc(FILE_SIZE);
+	fd = open(path, O_RDONLY);
+	cr_assert(pread(fd, buf, FILE_SIZE, 0) == (ssize_t)FILE_SIZE);
+	close(fd);
+	unlink(path);
+	char why[200];
+	cr_expect(verify((struct head *)buf, (struct rec *)(buf + PG), why, sizeof why) == 0, "on disk: %s", why);
+	free(buf);
+}
