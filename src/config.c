@@ -107,14 +107,17 @@ static void at_exit(void)
 /*
  * fork(): the child has none of the engine's threads, its copies of the
  * VMAs lost their userfaultfd registration, and the inherited userfaultfd
- * still acts on the parent's address space.  Until caches are shared between
- * processes, the child's engine stops: its file mappings are replaced by
- * inaccessible memory (an access raises SIGSEGV instead of reading holes of
- * the cache as zeros and corrupting the parent's pages), shared anonymous
- * mappings keep working (every page is in the memfd: fork_prepare brought
- * back what was swapped out; the kernel fills holes with zeros, as ummap
- * would), and the um_* calls are the kernel's.  vfork and posix_spawn run no fork
- * handlers and share the parent's memory, so they are unaffected.
+ * still acts on the parent's address space.  The child starts an engine of
+ * its own for its file mappings (child_restart): their caches are shared
+ * with the parent through the service, like any two processes'.  Its
+ * shared anonymous mappings become the kernel's (every page is in the
+ * memfd: fork_prepare brought back what was swapped out; the kernel fills
+ * holes with zeros, as ummap would).  Without the service, the child's
+ * file mappings are replaced by inaccessible memory (an access raises
+ * SIGSEGV instead of reading holes of the cache as zeros and corrupting the
+ * parent's pages) and its um_* calls are the kernel's.  vfork and
+ * posix_spawn run no fork handlers and share the parent's memory, so they
+ * are unaffected.
  */
 /*
  * Private anonymous memory is a memfd mapped shared, which the child would
@@ -212,17 +215,81 @@ static void fork_parent(void)
 	um_unlock();
 }
 
+/* Features ummap uses when the kernel has them. */
+#define UM_WANT (UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_THREAD_ID | \
+		 UFFD_FEATURE_EXACT_ADDRESS | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_POISON)
+
+/* The child's copies of the engine's descriptors act on the parent's
+ * address space (userfaultfd) or share the parent's queues (inotify,
+ * eventfd): close them. */
+static void child_close_engine_fds(void)
+{
+	int *fds[] = { &um.uffd, &um.inotify, &um.wake_fd };
+	for (size_t i = 0; i < sizeof fds / sizeof *fds; i++) {
+		if (*fds[i] >= 0)
+			close(*fds[i]);
+		*fds[i] = -1;
+	}
+}
+
+/*
+ * The child's own engine for its file mappings: a userfaultfd of its own
+ * with the regions registered again, its own fault and writeback threads,
+ * and the service told about it, so that the parent's writeback
+ * write-protects the child's mappings too.  Only caches shared through
+ * the service can be: 0, or -errno (the child then fences its file
+ * mappings, fork_child).
+ */
+static int child_restart(void)
+{
+	int err = 0;
+	uint64_t got;
+	um.svc_tried = false; /* a connection of the child's own */
+	um.uffd = sys_uffd_open(&err);
+	if (um.uffd < 0)
+		return -err;
+	int e = sys_uffd_api(um.uffd, um.features & UM_WANT, &got);
+	if (e)
+		return e;
+	um.inotify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (um.inotify < 0)
+		return -errno;
+	for (struct um_cache *c = um.caches; c; c = c->c_next) {
+		c->c_wd = -1;
+		if (!c->c_store)
+			continue;
+		if (!c->c_shared || svc_open(c, c->c_store->fd))
+			return -ENOTCONN;
+		char path[64];
+		snprintf(path, sizeof path, "/proc/self/fd/%d", c->c_store->fd);
+		c->c_wd = inotify_add_watch(um.inotify, path, IN_MODIFY | IN_ATTRIB);
+	}
+	for (size_t i = 0; i < um.nregions; i++) {
+		struct um_region *r = &um.regions[i];
+		if (r->r_kind != UM_FILE_SHARED && r->r_kind != UM_FILE_PRIVATE)
+			continue;
+		/* A shared mapping gets its pages from the cache as it faults,
+		 * each mapped the way the page's state says (I2). */
+		if (r->r_kind == UM_FILE_SHARED)
+			sys_madvise((void *)r->r_start, r->r_end - r->r_start, MADV_DONTNEED);
+		if ((e = uffd_register(r)))
+			return e;
+		r->r_cache->c_maps_changed = true;
+	}
+	memset(um.recent, 0, sizeof um.recent);
+	if ((e = fault_start()) || (e = wb_start()))
+		return e;
+	um.ready = true;
+	um.init_err = 0;
+	return 0;
+}
+
 static void fork_child(void)
 {
 	for (size_t i = 0; i < um.nregions; i++) {
 		struct um_region *r = &um.regions[i];
 		/* (MADV_DONTFORK ranges are not in the child at all.) */
-		if (r->r_dontfork)
-			continue;
-		if (r->r_kind == UM_FILE_SHARED || r->r_kind == UM_FILE_PRIVATE)
-			sys_mmap((void *)r->r_start, r->r_end - r->r_start, PROT_NONE,
-				 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		else if (r->r_kind == UM_ANON_PRIVATE)
+		if (!r->r_dontfork && r->r_kind == UM_ANON_PRIVATE)
 			private_copy(r);
 	}
 	if (um.fork_pipe[1] >= 0) {
@@ -233,32 +300,57 @@ static void fork_child(void)
 		close(um.fork_pipe[1]);
 		um.fork_pipe[0] = um.fork_pipe[1] = -1;
 	}
-	/* The child's private memory is its own now: the parent's objects
-	 * are not kept alive by it. */
-	for (size_t i = 0; i < um.nregions; i++)
-		if (um.regions[i].r_kind == UM_ANON_PRIVATE) {
-			um.regions[i].r_kind = UM_ANON_KERNEL;
-			um.regions[i].r_cache = NULL;
-		}
-	for (struct um_cache *c = um.caches; c; c = c->c_next)
-		if (c->c_private) {
-			sys_munmap(c->c_win, c->c_wext);
-			c->c_win = MAP_FAILED;
-			close(c->c_memfd);
-			if (c->c_swap)
-				close(c->c_swap->fd);
-		}
 	svc_fork_child();
-	close(um.uffd);
-	um.uffd = -1;
+	child_close_engine_fds();
+	pthread_mutex_init(&um.lock, NULL);
+	um.nheld = 0;
+	/* Forget the MADV_DONTFORK ranges.  The child's private memory is its
+	 * own now, and its shared anonymous memory the kernel's (every page
+	 * is in the memfd: fork_prepare brought back what was swapped out;
+	 * the kernel fills holes with zeros, as ummap would): the parent's
+	 * anonymous objects are not kept alive by it. */
+	size_t n = 0;
+	for (size_t i = 0; i < um.nregions; i++) {
+		struct um_region *r = &um.regions[i];
+		bool anon = r->r_kind == UM_ANON_PRIVATE || r->r_kind == UM_ANON_SHARED;
+		if ((r->r_dontfork || anon) && r->r_cache) {
+			r->r_cache->c_refs--;
+			r->r_cache->c_locked -= r->r_locked;
+			r->r_cache = NULL;
+		}
+		if (r->r_dontfork) {
+			mapping_put(r->r_map);
+			continue;
+		}
+		if (anon)
+			r->r_kind = UM_ANON_KERNEL;
+		um.regions[n++] = *r;
+	}
+	um.nregions = n;
+	for (struct um_cache *c = um.caches, *next; c; c = next) {
+		next = c->c_next;
+		c->c_wd = -1; /* the parent's watches */
+		if (c->c_refs == 0)
+			cache_free(c); /* the child's copy only: nothing is punched */
+	}
+	if (um.wp && child_restart() == 0)
+		return;
+	/* No engine: file mappings are replaced by inaccessible memory (an
+	 * access raises SIGSEGV instead of reading holes of the cache as
+	 * zeros and corrupting the parent's pages), and the um_* calls are
+	 * the kernel's. */
+	for (size_t i = 0; i < um.nregions; i++) {
+		struct um_region *r = &um.regions[i];
+		if (r->r_kind == UM_FILE_SHARED || r->r_kind == UM_FILE_PRIVATE)
+			sys_mmap((void *)r->r_start, r->r_end - r->r_start, PROT_NONE,
+				 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	}
+	child_close_engine_fds();
+	svc_fork_child();
 	um.ready = false;
 	um.init_err = ECHILD;
-	pthread_mutex_init(&um.lock, NULL);
 }
 
-/* Features ummap uses when the kernel has them. */
-#define UM_WANT (UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_THREAD_ID | \
-		 UFFD_FEATURE_EXACT_ADDRESS | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_POISON)
 
 static int start(void)
 {

@@ -954,3 +954,69 @@ DIFF_TEST(madvise, dontfork_ranges_absent_in_the_child)
 	D_CALL(log, o->munmap(p, 4 * PG));
 	close(fd);
 }
+
+DIFF_TEST(fork, child_shares_file_mappings)
+{
+	/* A fork child faults pages of the parent's file mappings in itself,
+	 * sees the parent's stores, and its own shared stores reach the
+	 * parent and the file (it ends with _exit, unmapping nothing); its
+	 * private stores stay its own, while the parent's private mapping
+	 * sees the child's shared stores on pages the parent did not write. */
+	int fd = diff_mkfile(log, dir, "f", 4 * PG, 31);
+	char *s = D_MMAP(log, o, NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	char *p = D_MMAP(log, o, NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	D_FILL(log, s + 10, 'P', 100);
+	D_FILL(log, p + PG + 10, 'q', 100);
+	int back[2];
+	if (pipe(back))
+		abort();
+	pid_t pid = fork();
+	if (pid == 0) {
+		uint32_t v[4] = { fnv32(s, 4 * PG), fnv32(p, 4 * PG) };
+		memset(s + 2 * PG + 20, 'C', 100);
+		memset(p + 3 * PG + 20, 'c', 50);
+		v[2] = fnv32(s, 4 * PG);
+		v[3] = fnv32(p, 4 * PG);
+		_exit(write(back[1], v, sizeof v) == sizeof v ? 0 : 2);
+	}
+	uint32_t v[4] = { 0 };
+	if (read(back[0], v, sizeof v) != sizeof v)
+		memset(v, 0, sizeof v);
+	int st = 0;
+	waitpid(pid, &st, 0);
+	for (int i = 0; i < 4; i++)
+		D_VAL(log, v[i]);
+	D_VAL(log, WIFEXITED(st) ? WEXITSTATUS(st) : 100 + WTERMSIG(st));
+	D_READ(log, s, 4 * PG);
+	D_READ(log, p, 4 * PG);
+	D_CALL(log, o->munmap(s, 4 * PG));
+	D_CALL(log, o->munmap(p, 4 * PG));
+	D_PREAD(log, fd, 0, 4 * PG);
+	close(fd);
+	close(back[0]);
+	close(back[1]);
+}
+
+DIFF_TEST(fork, child_that_execs_leaves_the_parent_working)
+{
+	/* The child's mappings go at exec; the parent's cache, and what the
+	 * child stored before exec, stay. */
+	int fd = diff_mkfile(log, dir, "f", 2 * PG, 32);
+	char *s = D_MMAP(log, o, NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	D_FILL(log, s + 10, 'P', 100);
+	pid_t pid = fork();
+	if (pid == 0) {
+		memset(s + PG + 30, 'E', 40);
+		execl("/bin/true", "true", (char *)NULL);
+		_exit(127);
+	}
+	int st = 0;
+	waitpid(pid, &st, 0);
+	D_VAL(log, WIFEXITED(st) ? WEXITSTATUS(st) : 100 + WTERMSIG(st));
+	D_READ(log, s, 2 * PG);
+	D_FILL(log, s + PG + 100, 'Q', 10);
+	D_CALL(log, o->msync(s, 2 * PG, MS_SYNC));
+	D_PREAD(log, fd, 0, 2 * PG);
+	D_CALL(log, o->munmap(s, 2 * PG));
+	close(fd);
+}
