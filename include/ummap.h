@@ -97,8 +97,9 @@ int um_set_error_handler(um_error_handler handler, void *arg);
  * (what one um_mmap call made, however split or moved since).  For a
  * mapping, the fault counters and bytes_read are its own, resident_bytes
  * and dirty_bytes count the cached pages of the ranges it maps, and
- * bytes_written, evictions and writebacks are those of its file's cache,
- * which all mappings of the file share.
+ * bytes_written, evictions and writebacks are those this process made in
+ * its file's cache, which all mappings of the file share; the cache_*
+ * fields describe that cache across every process that maps the file.
  */
 struct um_stats {
 	uint64_t faults;	  /* page faults served */
@@ -115,6 +116,11 @@ struct um_stats {
 	uint64_t budget;	  /* the budget in force */
 	uint64_t mappings;	  /* regions (VMAs) ummap manages, or of the mapping */
 	uint64_t anon_bytes;	  /* of resident_bytes, private anonymous (process) */
+	/* A mapping's file cache, which every process mapping the file
+	 * shares (0 for the process): */
+	uint64_t cache_bytes;	  /* cached bytes of the file, all processes */
+	uint64_t cache_budget;	  /* the file's own budget, 0 = none */
+	uint64_t cache_procs;	  /* processes that map the file through ummap */
 };
 int um_stats(void *addr, struct um_stats *st);
 

@@ -269,6 +269,27 @@ void cache_unlock_all(void)
 		cache_unlock(um.held[um.nheld - 1]);
 }
 
+/* Processes that map c: those with entries in its table, or this one. */
+uint64_t cache_procs(struct um_cache *c)
+{
+	if (!c->c_shared)
+		return 1;
+	cache_lock(c);
+	const struct um_shared *h = c->c_sh;
+	uint64_t n = 0;
+	int32_t me = (int32_t)getpid();
+	bool mine = false;
+	for (uint32_t i = 0; i < h->nmaps; i++) {
+		int32_t pid = h->maps[i].pid;
+		bool first = pid != 0;
+		for (uint32_t j = 0; j < i && first; j++)
+			first = h->maps[j].pid != pid;
+		n += first;
+		mine |= pid == me;
+	}
+	return n + !mine;
+}
+
 uint64_t cache_resident_all(void)
 {
 	uint64_t n = 0;

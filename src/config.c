@@ -482,13 +482,16 @@ int um_set_error_handler(um_error_handler handler, void *arg)
 /* The counters of mapping m (of cache c): its own fault counters, the
  * resident and dirty bytes of the ranges it maps, and its file's writeback
  * and eviction counters (pages are the file's, not the mapping's). */
-static void mapping_stats(const struct um_mapping *m, const struct um_cache *c, struct um_stats *st)
+static void mapping_stats(const struct um_mapping *m, struct um_cache *c, struct um_stats *st)
 {
 	*st = m->m_st;
 	st->evictions = c->c_st.evictions;
 	st->writebacks = c->c_st.writebacks;
 	st->bytes_written = c->c_st.bytes_written;
 	st->budget = c->c_sh->budget ? c->c_sh->budget : um.cfg.budget;
+	st->cache_bytes = c->c_sh->resident;
+	st->cache_budget = c->c_sh->budget;
+	st->cache_procs = cache_procs(c);
 	for (size_t i = 0; i < um.nregions; i++) {
 		const struct um_region *r = &um.regions[i];
 		if (r->r_map != m)

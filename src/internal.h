@@ -228,6 +228,7 @@ bool cache_trylock(struct um_cache *c, bool *taken);
 void cache_unlock(struct um_cache *c);
 void cache_unlock_all(void);		/* and update changed mapping tables */
 uint64_t cache_resident_all(void);	/* PRESENT bytes of every cache */
+uint64_t cache_procs(struct um_cache *c); /* processes that map c */
 void cache_discard(struct um_cache *c, uint64_t off, uint64_t len); /* anonymous: to zeros */
 int cache_extend(struct um_cache *c, uint64_t end);
 int cache_fill(struct um_cache *c, uint64_t off, uint64_t len);

@@ -15,6 +15,9 @@
  * every record is exact, in memory (each process checks all of them while
  * still mapped) and on disk (after every process has unmapped).
  * Bounded by counts, not time.
+ *
+ * And a file's budget, set by one process, bounds the cache every process
+ * fills.
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -120,6 +123,12 @@ static int child(const char *path, pthread_barrier_t *all)
 	for (int t = 0; t < THREADS; t++)
 		pthread_join(th[t], NULL);
 	pthread_barrier_wait(all);
+	struct um_stats ms;
+	if (um_stats(m, &ms) || ms.cache_procs != PROCS) {
+		fprintf(stderr, "process %d: the cache has %llu processes, want %d\n", me,
+			(unsigned long long)ms.cache_procs, PROCS);
+		return 14;
+	}
 	char why[200];
 	int bad = verify(head, recs, why, sizeof why);
 	if (bad)
@@ -170,4 +179,76 @@ Test(share, four_processes_two_threads_one_file_under_a_small_budget, .timeout =
 	char why[200];
 	cr_expect(verify((struct head *)buf, (struct rec *)(buf + PG), why, sizeof why) == 0, "on disk: %s", why);
 	free(buf);
+}
+
+#define BIG (16UL << 20)
+#define FILE_BUDGET (2UL << 20)
+
+static int budget_setter(const char *path, pthread_barrier_t *all)
+{
+	int fd = open(path, O_RDONLY);
+	uint64_t *m = um_mmap(NULL, BIG, PROT_READ, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED || um_mapping_set(m, UM_PARAM_BUDGET, FILE_BUDGET))
+		return 20;
+	pthread_barrier_wait(all); /* the budget is set */
+	pthread_barrier_wait(all); /* the other process has scanned */
+	struct um_stats st;
+	um_stats(m, &st);
+	return um_munmap(m, BIG) || st.cache_budget != FILE_BUDGET ? 21 : 0;
+}
+
+static int scanner(const char *path, pthread_barrier_t *all)
+{
+	pthread_barrier_wait(all);
+	int fd = open(path, O_RDONLY);
+	uint64_t *m = um_mmap(NULL, BIG, PROT_READ, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED)
+		return 30;
+	uint64_t most = 0, wrong = 0;
+	struct um_stats st;
+	for (uint64_t i = 0; i < BIG / 8; i++) {
+		wrong += m[i] != i;
+		if (i % (PG / 8) == 0) {
+			um_stats(m, &st);
+			most = st.cache_bytes > most ? st.cache_bytes : most;
+		}
+	}
+	um_stats(m, &st);
+	fprintf(stderr, "scanner: file budget %llu KiB, most cached %llu KiB, %llu evictions, %llu processes\n",
+		(unsigned long long)st.cache_budget >> 10, (unsigned long long)most >> 10,
+		(unsigned long long)st.evictions, (unsigned long long)st.cache_procs);
+	pthread_barrier_wait(all);
+	int bad = wrong ? 31 : st.cache_budget != FILE_BUDGET ? 32 : st.cache_procs != 2 ? 33
+		: most > FILE_BUDGET + (1UL << 20) ? 34 : st.evictions == 0 ? 35 : 0;
+	return um_munmap(m, BIG) ? 36 : bad;
+}
+
+Test(share, a_file_budget_set_in_one_process_bounds_the_others, .timeout = 0)
+{
+	char path[] = "/tmp/ummap-budget-XXXXXX";
+	int fd = mkstemp(path);
+	cr_assert(fd >= 0);
+	uint64_t *w = malloc(BIG);
+	for (uint64_t i = 0; i < BIG / 8; i++)
+		w[i] = i;
+	cr_assert(write(fd, w, BIG) == (ssize_t)BIG);
+	free(w);
+	close(fd);
+	pthread_barrier_t *all = mmap(NULL, sizeof *all, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pthread_barrierattr_t a;
+	pthread_barrierattr_init(&a);
+	pthread_barrierattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+	pthread_barrier_init(all, &a, 2);
+	pid_t setter = fork();
+	if (setter == 0)
+		_exit(budget_setter(path, all));
+	pid_t scan = fork();
+	if (scan == 0)
+		_exit(scanner(path, all));
+	int st1, st2;
+	waitpid(setter, &st1, 0);
+	waitpid(scan, &st2, 0);
+	unlink(path);
+	cr_expect(WIFEXITED(st1) && WEXITSTATUS(st1) == 0, "setter status %#x", st1);
+	cr_expect(WIFEXITED(st2) && WEXITSTATUS(st2) == 0, "scanner status %#x", st2);
 }

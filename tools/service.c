@@ -299,8 +299,12 @@ static void report(int sock, bool recover)
 	for (struct cache *c = caches; c; c = c->next) {
 		n++;
 		pending += !c->users;
-		reply(sock, "%-7s %10llu bytes dirty  %s  (%d process(es))%s%s\n", c->users ? "in use" : "ended",
-		      (unsigned long long)pending_bytes(c), c->path, c->users, c->err ? "  last error: " : "",
+		char budget[40] = "";
+		if (c->hdr->budget)
+			snprintf(budget, sizeof budget, ", budget %llu KiB", (unsigned long long)c->hdr->budget >> 10);
+		reply(sock, "%-7s %10llu bytes dirty  %s  (%d process(es), %llu KiB cached%s)%s%s\n",
+		      c->users ? "in use" : "ended", (unsigned long long)pending_bytes(c), c->path, c->users,
+		      (unsigned long long)c->hdr->resident >> 10, budget, c->err ? "  last error: " : "",
 		      c->err ? strerror(c->err) : "");
 	}
 	reply(sock, "%u process(es), %u cache(s) kept, %u left behind by ended processes%s\n", procs, n, pending,
