@@ -246,7 +246,7 @@ void wb_all(void);
 int evict_for(struct um_cache *c, uint64_t need, uint64_t busy_off, uint64_t busy_len, bool dirty_ok);
 void anon_refresh(bool now);
 void evict_range(struct um_cache *c, uint64_t off, uint64_t len, bool clean_only);
-void wp_protect_cache_range(struct um_cache *c, uint64_t off, uint64_t len);
+bool wp_protect_cache_range(struct um_cache *c, uint64_t off, uint64_t len);
 int wb_start(void);
 void wb_kick(void);
 int wb_take_error(struct um_region *r);

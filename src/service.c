@@ -68,8 +68,14 @@ static int svc_ask_fds(struct um_msg *m, const int *fds, int nfds, int *got)
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
 	uint32_t type = m->type;
 	if (send_fds(um.svc, m, fds, nfds) || poll(&pfd, 1, 5000) != 1 ||
-	    recvmsg(um.svc, &mh, MSG_CMSG_CLOEXEC) != (ssize_t)sizeof *m || m->type != type)
+	    recvmsg(um.svc, &mh, MSG_CMSG_CLOEXEC) != (ssize_t)sizeof *m || m->type != type) {
+		/* The service is gone (or confused): no more requests; shared
+		 * caches are then written back without being taken as clean
+		 * (writeback.c). */
+		close(um.svc);
+		um.svc = -1;
 		return -EPROTO;
+	}
 	int n = 0;
 	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
 		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
@@ -233,8 +239,10 @@ int svc_protect(struct um_cache *c, uint64_t off, uint64_t len)
 	for (uint32_t i = 0; i < h->nmaps && !others; i++)
 		others = h->maps[i].pid && h->maps[i].pid != me && off < h->maps[i].off + h->maps[i].len &&
 			 h->maps[i].off < off + len;
-	if (!others || um.svc < 0)
+	if (!others)
 		return 0;
+	if (um.svc < 0)
+		return -ENOTCONN;
 	struct um_msg m = { .type = UM_MSG_WP, .version = UM_PROTO_VERSION, .dev = c->c_dev, .ino = c->c_ino,
 			    .off = off, .len = len };
 	return svc_ask(&m) ? -EPROTO : -m.err;

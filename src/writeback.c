@@ -33,8 +33,10 @@
 #include "internal.h"
 
 /* Write-protect [off, off+len) of cache c in every region that tracks
- * writes, or (anonymous memory) is registered for write protection. */
-void wp_protect_cache_range(struct um_cache *c, uint64_t off, uint64_t len)
+ * writes, or (anonymous memory) is registered for write protection, and in
+ * the other processes that map c.  False if that could not be done in the
+ * others (the service is gone): then the range must not be taken as clean. */
+bool wp_protect_cache_range(struct um_cache *c, uint64_t off, uint64_t len)
 {
 	for (size_t i = 0; i < um.nregions; i++) {
 		struct um_region *r = &um.regions[i];
@@ -54,15 +56,16 @@ void wp_protect_cache_range(struct um_cache *c, uint64_t off, uint64_t len)
 		 * with munmap outside ummap), where there is nothing to protect. */
 		ioctl(um.uffd, UFFDIO_WRITEPROTECT, &wp);
 	}
-	if (c->c_shared)
-		svc_protect(c, off, len);
+	return !c->c_shared || svc_protect(c, off, len) == 0;
 }
 
 static int wb_run(struct um_cache *c, uint64_t p, uint64_t q)
 {
 	uint64_t off = p * UM_PAGE, len = (q - p) * UM_PAGE;
-	if (um.wp) {
-		wp_protect_cache_range(c, off, len);
+	/* A run not protected everywhere is written but stays dirty: a store
+	 * made meanwhile elsewhere is then written next time too. */
+	bool clean = um.wp && wp_protect_cache_range(c, off, len);
+	if (clean) {
 		/* WRITING keeps the run owed to the file until the write is
 		 * done, should the process die in between (proto.h). */
 		for (uint64_t i = p; i < q; i++)
@@ -72,11 +75,11 @@ static int wb_run(struct um_cache *c, uint64_t p, uint64_t q)
 	/* Bytes past the end of the file never reach it (as with the kernel). */
 	uint64_t wlen = off >= c->c_size ? 0 : (off + len > c->c_size ? c->c_size - off : len);
 	ssize_t n = wlen ? c->c_store->ops->write(c->c_store, c->c_win + off, wlen, off) : 0;
-	if (um.wp)
+	if (clean)
 		for (uint64_t i = p; i < q; i++)
 			c->c_pstate[i] = (uint8_t)((c->c_pstate[i] & ~PG_WRITING) | (n < 0 ? PG_DIRTY : 0));
 	if (n < 0) {
-		if (um.wp)
+		if (clean)
 			c->c_sh->dirty += len;
 		c->c_wb_err = (int)-n;
 		c->c_wb_seq++;

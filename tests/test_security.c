@@ -6,7 +6,9 @@
  * process's /proc/<pid>/fd and map_files entries, are closed to other
  * users.  The writeback service holds the file caches' memfds too, and
  * answers only its own user.  Checked from a child that drops to the nobody
- * user (needs root, and says so when it skips).
+ * user (needs root, and says so when it skips).  And the service hands a
+ * file's cache only for a descriptor of that file (the proof that the
+ * process could open it), whatever the request claims.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -183,4 +185,102 @@ Test(security, other_users_cannot_use_the_service)
 	cr_assert(um_munmap(f, 1 * MiB) == 0);
 	close(fd);
 	unlink(path);
+}
+
+/* OPEN on a raw connection: the service's memfds for the file behind
+ * `file`, while the message claims (dev, ino); -1 if refused. */
+static int open_cache_for(int s, int file, dev_t dev, ino_t ino, int *mine)
+{
+	int data = memfd_create("test-data", MFD_CLOEXEC), state = memfd_create("test-state", MFD_CLOEXEC);
+	cr_assert(data >= 0 && state >= 0 && ftruncate(state, UM_STATE_HDR) == 0);
+	struct um_shared *h = mmap(NULL, UM_STATE_HDR, PROT_READ | PROT_WRITE, MAP_SHARED, state, 0);
+	cr_assert(h != MAP_FAILED);
+	h->magic = UM_SHARED_MAGIC;
+	munmap(h, UM_STATE_HDR);
+	struct um_msg m = { .type = UM_MSG_OPEN, .version = UM_PROTO_VERSION, .dev = dev, .ino = ino };
+	int fds[3] = { file, data, state };
+	char ctl[CMSG_SPACE(sizeof fds)] = { 0 };
+	struct iovec iov = { .iov_base = &m, .iov_len = sizeof m };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof fds);
+	memcpy(CMSG_DATA(cm), fds, sizeof fds);
+	cr_assert(sendmsg(s, &mh, 0) == sizeof m);
+	struct stat st;
+	fstat(data, &st);
+	*mine = (int)st.st_ino;
+	close(data);
+	close(state);
+	char rctl[CMSG_SPACE(2 * sizeof(int))];
+	mh = (struct msghdr){ .msg_iov = &iov, .msg_iovlen = 1, .msg_control = rctl, .msg_controllen = sizeof rctl };
+	cr_assert(recvmsg(s, &mh, MSG_CMSG_CLOEXEC) == sizeof m);
+	cm = CMSG_FIRSTHDR(&mh);
+	if (m.err || !cm)
+		return -1;
+	int got[2];
+	memcpy(got, CMSG_DATA(cm), sizeof got);
+	close(got[1]);
+	return got[0];
+}
+
+static int ino_of(int fd)
+{
+	struct stat st;
+	return fstat(fd, &st) == 0 ? (int)st.st_ino : -1;
+}
+
+static void note_cache_memfd(int fd, const char *target, void *arg)
+{
+	if (strstr(target, "memfd:ummap-cache"))
+		*(int *)arg = fd;
+}
+
+Test(security, a_cache_is_given_only_for_a_descriptor_of_its_file)
+{
+	/* The service keys caches by the file behind the descriptor a process
+	 * sends, never by what the message claims; it refuses what is not a
+	 * regular file. */
+	char pa[] = "/tmp/ummap-sec-a.XXXXXX", pb[] = "/tmp/ummap-sec-b.XXXXXX";
+	int a = mkstemp(pa), b = mkstemp(pb);
+	cr_assert(a >= 0 && b >= 0 && ftruncate(a, 1 * MiB) == 0 && ftruncate(b, 1 * MiB) == 0);
+	char *m = um_mmap(NULL, 1 * MiB, PROT_READ | PROT_WRITE, MAP_SHARED, a, 0);
+	cr_assert(m != MAP_FAILED);
+	m[0] = 'a';
+	int ours = -1; /* this process's cache of file a */
+	fds_each_of(getpid(), note_cache_memfd, &ours);
+	cr_assert(ours >= 0);
+	struct stat sa;
+	fstat(a, &sa);
+	struct sockaddr_un addr;
+	socklen_t alen = um_service_addr(&addr, geteuid());
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	cr_assert(s >= 0 && connect(s, (struct sockaddr *)&addr, alen) == 0, "no service (is UMMAP_SERVICE set?)");
+	struct um_msg hello = { .type = UM_MSG_HELLO, .version = UM_PROTO_VERSION };
+	cr_assert(send(s, &hello, sizeof hello, 0) == sizeof hello && recv(s, &hello, sizeof hello, 0) == sizeof hello);
+	int fresh;
+	/* A descriptor of b, claiming a: b's cache (the fresh memfds), not a's. */
+	int got = open_cache_for(s, b, sa.st_dev, sa.st_ino, &fresh);
+	cr_expect(got >= 0 && ino_of(got) == fresh && ino_of(got) != ino_of(ours),
+		  "a descriptor of another file gives that file's cache");
+	close(got);
+	/* A descriptor of a (read-only): a's cache, the one this process uses. */
+	int ra = open(pa, O_RDONLY);
+	got = open_cache_for(s, ra, 0, 0, &fresh);
+	cr_expect(got >= 0 && ino_of(got) == ino_of(ours), "a descriptor of the file gives its cache");
+	close(got);
+	close(ra);
+	/* Not a regular file: refused. */
+	int p[2];
+	cr_assert(pipe(p) == 0);
+	cr_expect(open_cache_for(s, p[0], sa.st_dev, sa.st_ino, &fresh) < 0, "a pipe gets no cache");
+	close(p[0]);
+	close(p[1]);
+	close(s);
+	cr_assert(um_munmap(m, 1 * MiB) == 0);
+	close(a);
+	close(b);
+	unlink(pa);
+	unlink(pb);
 }

@@ -33,6 +33,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -636,6 +637,12 @@ int service_main(int argc, char **argv)
 	}
 	foreground = !daemon;
 	signal(SIGPIPE, SIG_IGN);
+	/* Three descriptors per client and per cache: as many as allowed. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	struct sockaddr_un a;
 	socklen_t alen = um_service_addr(&a, geteuid());
 	int lsock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
