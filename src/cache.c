@@ -231,7 +231,7 @@ static void sync_maps(struct um_cache *c)
 	static bool warned;
 	for (size_t i = 0; i < um.nregions; i++) {
 		const struct um_region *r = &um.regions[i];
-		if (r->r_cache != c || !r->r_wp)
+		if (r->r_cache != c || !REGION_WP(r))
 			continue;
 		if (last && last->start + last->len == r->r_start && last->off + last->len == r->r_off) {
 			last->len += r->r_end - r->r_start;
@@ -443,17 +443,26 @@ int cache_shared_by_service(struct um_cache *c, int memfd, int statefd)
 		}
 	}
 	c->c_shared = true;
+	c->c_maps_changed = true; /* its mappings go in the table */
 	return 0;
 }
 
-/* A shared anonymous object of exactly len bytes (as the kernel's shmem
- * object for MAP_SHARED|MAP_ANONYMOUS: growing the mapping later does not
- * grow it). */
-struct um_cache *cache_new_anon(uint64_t len, int *err)
+/* An anonymous object of exactly len bytes (as the kernel's shmem object
+ * for MAP_SHARED|MAP_ANONYMOUS: growing the mapping later does not grow
+ * it).  Shared memory keeps its page states in a memfd, so that fork
+ * children can share the cache (config.c); its key is that memfd's
+ * device and inode.  Private memory is this process's alone. */
+struct um_cache *cache_new_anon(uint64_t len, bool shared, int *err)
 {
-	struct um_cache *c = cache_alloc(false, err);
+	struct um_cache *c = cache_alloc(shared, err);
 	if (!c)
 		return NULL;
+	c->c_private = !shared;
+	struct stat st;
+	if (shared && fstat(c->c_statefd, &st) == 0) {
+		c->c_dev = st.st_dev;
+		c->c_ino = st.st_ino;
+	}
 	int e = ftruncate(c->c_memfd, (off_t)len) < 0 ? -errno : 0;
 	if (!e) {
 		c->c_extent = len;

@@ -108,12 +108,12 @@ static void at_exit(void)
  * fork(): the child has none of the engine's threads, its copies of the
  * VMAs lost their userfaultfd registration, and the inherited userfaultfd
  * still acts on the parent's address space.  The child starts an engine of
- * its own for its file mappings (child_restart): their caches are shared
- * with the parent through the service, like any two processes'.  Its
- * shared anonymous mappings become the kernel's (every page is in the
- * memfd: fork_prepare brought back what was swapped out; the kernel fills
- * holes with zeros, as ummap would).  Without the service, the child's
- * file mappings are replaced by inaccessible memory (an access raises
+ * its own for its file and shared anonymous mappings (child_restart):
+ * their caches are shared with the parent through the service, like any
+ * two processes' (fork_prepare hands shared anonymous memory to it).
+ * Without the service, shared anonymous memory becomes the child's kernel
+ * memory (fork_prepare brought every page back into the memfd) and the
+ * child's file mappings are replaced by inaccessible memory (an access raises
  * SIGSEGV instead of reading holes of the cache as zeros and corrupting the
  * parent's pages) and its um_* calls are the kernel's.  vfork and
  * posix_spawn run no fork handlers and share the parent's memory, so they
@@ -173,16 +173,35 @@ static void private_copy(struct um_region *r)
 		sys_mlock((void *)r->r_start, len);
 }
 
-/* Before fork(): bring every swapped shared anonymous page back (the child
- * finds shared anonymous memory in the memfd, and ummap swaps none out from
- * now on: see can_swap); private memory waits for the child's copy. */
+/*
+ * Shared anonymous memory is shared with fork children like a file's
+ * cache: through the service (so that swap-out write-protects it in every
+ * process), with one swap store, opened now so that the child has it.
+ * False if it cannot be.
+ */
+static bool share_anon(struct um_cache *c)
+{
+	int err;
+	if (c->c_shared)
+		return true;
+	if (!um.wp || (!c->c_swap && !(c->c_swap = store_swap_open(&err))))
+		return false;
+	return svc_open(c, c->c_statefd) == 0;
+}
+
+/* Before fork(): shared anonymous memory is shared with the child, or, if
+ * it cannot be, its swapped pages come back (the child then maps it as
+ * kernel memory, finding every page in the memfd) and none is swapped out
+ * from now on; private memory waits for the child's copy. */
 static void fork_prepare(void)
 {
 	um_lock();
-	um.forked = true;
 	protect_private(true);
 	for (struct um_cache *c = um.caches; c; c = c->c_next) {
-		if (!c->c_swap || c->c_private)
+		if (c->c_store || c->c_private || share_anon(c))
+			continue;
+		c->c_fork_pinned = true;
+		if (!c->c_swap)
 			continue;
 		/* In runs, one read each; present pages in between are
 		 * skipped by cache_fill. */
@@ -199,6 +218,8 @@ static void fork_prepare(void)
 			p = q;
 		}
 	}
+	/* The child starts with no cache lock; release them before it is made. */
+	cache_unlock_all();
 }
 static void fork_parent(void)
 {
@@ -256,21 +277,21 @@ static int child_restart(void)
 		return -errno;
 	for (struct um_cache *c = um.caches; c; c = c->c_next) {
 		c->c_wd = -1;
+		if (!c->c_shared || svc_open(c, c->c_store ? c->c_store->fd : c->c_statefd))
+			return -ENOTCONN;
 		if (!c->c_store)
 			continue;
-		if (!c->c_shared || svc_open(c, c->c_store->fd))
-			return -ENOTCONN;
 		char path[64];
 		snprintf(path, sizeof path, "/proc/self/fd/%d", c->c_store->fd);
 		c->c_wd = inotify_add_watch(um.inotify, path, IN_MODIFY | IN_ATTRIB);
 	}
 	for (size_t i = 0; i < um.nregions; i++) {
 		struct um_region *r = &um.regions[i];
-		if (r->r_kind != UM_FILE_SHARED && r->r_kind != UM_FILE_PRIVATE)
+		if (!r->r_cache)
 			continue;
 		/* A shared mapping gets its pages from the cache as it faults,
 		 * each mapped the way the page's state says (I2). */
-		if (r->r_kind == UM_FILE_SHARED)
+		if (r->r_kind != UM_FILE_PRIVATE)
 			sys_madvise((void *)r->r_start, r->r_end - r->r_start, MADV_DONTNEED);
 		if ((e = uffd_register(r)))
 			return e;
@@ -305,14 +326,14 @@ static void fork_child(void)
 	pthread_mutex_init(&um.lock, NULL);
 	um.nheld = 0;
 	/* Forget the MADV_DONTFORK ranges.  The child's private memory is its
-	 * own now, and its shared anonymous memory the kernel's (every page
-	 * is in the memfd: fork_prepare brought back what was swapped out;
-	 * the kernel fills holes with zeros, as ummap would): the parent's
-	 * anonymous objects are not kept alive by it. */
+	 * own now, and shared anonymous memory that could not be shared the
+	 * kernel's (every page is in the memfd: fork_prepare brought back what
+	 * was swapped out; the kernel fills holes with zeros, as ummap would):
+	 * the parent's objects for them are not kept alive by it. */
 	size_t n = 0;
 	for (size_t i = 0; i < um.nregions; i++) {
 		struct um_region *r = &um.regions[i];
-		bool anon = r->r_kind == UM_ANON_PRIVATE || r->r_kind == UM_ANON_SHARED;
+		bool anon = r->r_kind == UM_ANON_PRIVATE || (r->r_kind == UM_ANON_SHARED && !r->r_cache->c_shared);
 		if ((r->r_dontfork || anon) && r->r_cache) {
 			r->r_cache->c_refs--;
 			r->r_cache->c_locked -= r->r_locked;
@@ -341,7 +362,7 @@ static void fork_child(void)
 	 * the kernel's. */
 	for (size_t i = 0; i < um.nregions; i++) {
 		struct um_region *r = &um.regions[i];
-		if (r->r_kind == UM_FILE_SHARED || r->r_kind == UM_FILE_PRIVATE)
+		if (r->r_cache) /* (shared anonymous memory may be in swap) */
 			sys_mmap((void *)r->r_start, r->r_end - r->r_start, PROT_NONE,
 				 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	}

@@ -95,6 +95,8 @@ struct um_cache {
 	bool c_maps_changed;	/* regions changed: c_sh->maps to update */
 	bool c_private;		/* private anonymous memory: one process's, its
 				 * pages unreachable once unmapped */
+	bool c_fork_pinned;	/* shared anonymous memory that fork children map
+				 * as kernel memory: kept in memory */
 	uint64_t c_size;	/* file size as last seen */
 	int c_refs;		/* regions that map this cache */
 	int c_locked;		/* of which MAP_LOCKED / mlocked */
@@ -116,6 +118,10 @@ enum um_kind {
 			  * its own, mapped shared (no one else maps it) */
 	UM_ANON_KERNEL,	 /* kernel anonymous memory, recorded only */
 };
+
+/* Is r registered for write protection (the ranges writeback and swap-out
+ * protect)? */
+#define REGION_WP(r) ((r)->r_wp || (um.wp && ((r)->r_kind == UM_ANON_SHARED || (r)->r_kind == UM_ANON_PRIVATE)))
 
 /* One um_mmap call, shared by the regions it became (splits, moves). */
 struct um_mapping {
@@ -170,7 +176,6 @@ struct um_engine {
 	struct um_config cfg;
 	struct um_cache *held[4]; /* shared caches whose lock this thread holds */
 	int nheld;
-	bool forked;		/* fork() was called: shared anonymous pages stay in memory */
 	bool remapping;		/* um_mremap moves regions: keep their pages */
 	int fork_pipe[2];	/* a fork child says it has copied its private memory */
 	uint64_t anon;		/* private anonymous bytes resident, sampled */
@@ -219,7 +224,7 @@ int uffd_register(struct um_region *r);
 
 /* cache.c */
 struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *err);
-struct um_cache *cache_new_anon(uint64_t len, int *err);
+struct um_cache *cache_new_anon(uint64_t len, bool shared, int *err);
 int cache_shared_by_service(struct um_cache *c, int memfd, int statefd); /* 0 or errno */
 int cache_put(struct um_cache *c); /* drop a region's reference; 0 or -errno */
 void cache_free(struct um_cache *c);

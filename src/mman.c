@@ -121,9 +121,7 @@ void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offs
 		goto undo;
 	}
 	if (anon) {
-		c = cache_new_anon(len, &err);
-		if (c)
-			c->c_private = !shared;
+		c = cache_new_anon(len, shared, &err);
 		r.r_maywrite = true;
 	} else {
 		int acc = fcntl(fd, F_GETFL) & O_ACCMODE;

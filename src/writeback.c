@@ -40,8 +40,7 @@ bool wp_protect_cache_range(struct um_cache *c, uint64_t off, uint64_t len)
 {
 	for (size_t i = 0; i < um.nregions; i++) {
 		struct um_region *r = &um.regions[i];
-		bool anon = r->r_kind == UM_ANON_SHARED || r->r_kind == UM_ANON_PRIVATE;
-		if (r->r_cache != c || !(r->r_wp || (anon && um.wp)))
+		if (r->r_cache != c || !REGION_WP(r))
 			continue;
 		uint64_t rlen = r->r_end - r->r_start;
 		uint64_t lo = off > r->r_off ? off : r->r_off;
@@ -264,14 +263,14 @@ static void evict_chunk(struct um_cache *c, uint64_t off, uint64_t busy_off, uin
 
 /*
  * Anonymous memory has no file: its evicted pages go to a swap store,
- * opened on first need.  Shared anonymous memory not after fork(): a child
- * does not serve its own faults yet, so it must find every page in memory
- * (see config.c).  Private anonymous memory is the process's alone.
+ * opened on first need (shared memory's, before a fork: config.c).  Not
+ * shared memory that fork children map as kernel memory: they must find
+ * every page in memory.
  */
 static bool can_swap(struct um_cache *c)
 {
 	int err;
-	if (um.forked && !c->c_private)
+	if (c->c_fork_pinned)
 		return false;
 	if (!c->c_swap)
 		c->c_swap = store_swap_open(&err);
@@ -285,7 +284,8 @@ static bool can_swap(struct um_cache *c)
  * them in swap, instead of landing in a page about to be dropped. */
 static int swap_out(struct um_cache *c, uint64_t p, uint64_t pend)
 {
-	wp_protect_cache_range(c, p * UM_PAGE, (pend - p) * UM_PAGE);
+	if (!wp_protect_cache_range(c, p * UM_PAGE, (pend - p) * UM_PAGE))
+		return -EPROTO; /* not in every process: a store could be lost */
 	for (uint64_t i = p; i < pend;) {
 		if (!(c->c_pstate[i] & PG_PRESENT)) {
 			i++;

@@ -72,21 +72,6 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-/* ummap's objects among the open descriptors: memfds and swap files
- * (unnamed files show as "/dir/#inode (deleted)"). */
-static void count_object(int fd, const char *target, void *arg)
-{
-	if (strstr(target, "memfd:ummap") || (strstr(target, "/#") && strstr(target, "(deleted)")))
-		++*(int *)arg;
-}
-
-static int objects(void)
-{
-	int n = 0;
-	fds_each(count_object, &n);
-	return n;
-}
-
 static void child(int out)
 {
 	uint64_t sums[THREADS] = { 0 };
@@ -103,7 +88,7 @@ Test(fork, storm_while_threads_fault)
 {
 	struct um_config cfg = { .budget = 6 * MiB };
 	cr_assert(um_configure(&cfg) == 0);
-	int before = objects();
+	int before = fds_ummap_objects();
 	char path[] = "/tmp/ummap-fork.XXXXXX";
 	int fd = mkstemp(path);
 	cr_assert(fd >= 0 && ftruncate(fd, FILE_SIZE) == 0);
@@ -170,7 +155,7 @@ Test(fork, storm_while_threads_fault)
 	cr_assert(um_munmap(priv, SIZE) == 0 && um_munmap(shar, SIZE) == 0);
 	close(fd);
 	unlink(path);
-	cr_expect(objects() == before, "cache objects left open: %d, %d before", objects(), before);
+	cr_expect(fds_ummap_objects() == before, "cache objects left open: %d, %d before", fds_ummap_objects(), before);
 	cr_log_info("%d forks while 2 threads made %d increments each; first child saw %lu+%lu, last %lu+%lu",
 		    children, ROUNDS, seen[0][0], seen[0][1], seen[FORKS - 1][0], seen[FORKS - 1][1]);
 }

@@ -38,7 +38,7 @@ struct found {
 static void note_ummap_fd(int fd, const char *target, void *arg)
 {
 	struct found *f = arg;
-	if (f->n < 64 && (strstr(target, "memfd:ummap-cache") || (strstr(target, "/#") && strstr(target, "(deleted)"))))
+	if (f->n < 64 && fds_is_ummap_object(target))
 		f->fd[f->n++] = fd;
 }
 

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 int fds_each(void (*fn)(int fd, const char *target, void *arg), void *arg)
@@ -36,5 +37,23 @@ int fds_each_of(pid_t pid, void (*fn)(int fd, const char *target, void *arg), vo
 		}
 	}
 	closedir(d);
+	return n;
+}
+
+int fds_is_ummap_object(const char *target)
+{
+	return strstr(target, "memfd:ummap") || (strstr(target, "/#") && strstr(target, "(deleted)"));
+}
+
+static void count_object(int fd, const char *target, void *arg)
+{
+	if (fds_is_ummap_object(target))
+		++*(int *)arg;
+}
+
+int fds_ummap_objects(void)
+{
+	int n = 0;
+	fds_each(count_object, &n);
 	return n;
 }

@@ -13,5 +13,10 @@
 int fds_each(void (*fn)(int fd, const char *target, void *arg), void *arg);
 /* The same for process pid (0: this one). */
 int fds_each_of(pid_t pid, void (*fn)(int fd, const char *target, void *arg), void *arg);
+/* Does a descriptor's target name one of ummap's objects: a memfd, or a
+ * swap file (unnamed files show as "/dir/#inode (deleted)")? */
+int fds_is_ummap_object(const char *target);
+/* How many of this process's descriptors are ummap's objects. */
+int fds_ummap_objects(void);
 
 #endif
