@@ -507,10 +507,8 @@ int cache_put(struct um_cache *c)
 static int anon_fill(struct um_cache *c, uint64_t p, uint64_t q)
 {
 	while (p < q) {
-		bool swapped = c->c_pstate[p] & PG_SWAPPED;
-		uint64_t r = p;
-		while (r < q && !!(c->c_pstate[r] & PG_SWAPPED) == swapped)
-			r++;
+		uint8_t swapped = c->c_pstate[p] & PG_SWAPPED;
+		uint64_t r = run_end(c->c_pstate, p, q, PG_SWAPPED, swapped);
 		uint64_t off = p * UM_PAGE, len = (r - p) * UM_PAGE;
 		if (swapped) {
 			sys_madvise(c->c_win + off, len, MADV_POPULATE_WRITE);
@@ -536,9 +534,7 @@ int cache_fill(struct um_cache *c, uint64_t off, uint64_t len)
 			p++;
 			continue;
 		}
-		uint64_t q = p;
-		while (q < end && !(c->c_pstate[q] & PG_PRESENT))
-			q++;
+		uint64_t q = run_end(c->c_pstate, p, end, PG_PRESENT, 0);
 		uint64_t boff = p * UM_PAGE, blen = (q - p) * UM_PAGE;
 		if (c->c_store) {
 			uint64_t want = blen;

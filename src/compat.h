@@ -1,14 +1,16 @@
 /*
- * compat.h - what older kernel headers lack.  Debian 12's linux-libc-dev
- * predates several userfaultfd features the running kernel may offer; the
- * values below are the kernel ABI and are only used after UFFDIO_API says
- * the running kernel supports them.
+ * compat.h - what older kernel and C library headers lack.  Debian 12's
+ * linux-libc-dev predates several userfaultfd features the running kernel
+ * may offer; the values below are the kernel ABI and are only used after
+ * UFFDIO_API says the running kernel supports them.  The mmap flags and
+ * advice are the kernel's too (the tests use the newest ones).
  */
 #ifndef UM_COMPAT_H
 #define UM_COMPAT_H
 
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 
 #ifndef UFFD_FEATURE_WP_HUGETLBFS_SHMEM
 #define UFFD_FEATURE_WP_HUGETLBFS_SHMEM (1 << 12)
@@ -56,6 +58,18 @@ struct uffdio_poison {
 #ifndef MADV_COLD
 #define MADV_COLD 20
 #define MADV_PAGEOUT 21
+#endif
+#ifndef MADV_FREE
+#define MADV_FREE 8
+#endif
+#ifndef MAP_SYNC
+#define MAP_SYNC 0x80000
+#endif
+#ifndef MAP_DROPPABLE
+#define MAP_DROPPABLE 0x08
+#endif
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4
 #endif
 
 #endif

@@ -157,9 +157,7 @@ static void private_copy(struct um_region *r)
 	uint64_t p0 = r->r_off / UM_PAGE, np = len / UM_PAGE;
 	for (uint64_t k = 0; !r->r_wipeonfork && k < np;) {
 		uint8_t kind = c->c_pstate[p0 + k] & (PG_PRESENT | PG_SWAPPED);
-		uint64_t j = k;
-		while (j < np && (c->c_pstate[p0 + j] & (PG_PRESENT | PG_SWAPPED)) == kind)
-			j++;
+		uint64_t j = run_end(c->c_pstate + p0, k, np, PG_PRESENT | PG_SWAPPED, kind);
 		uint64_t off = (p0 + k) * UM_PAGE, blen = (j - k) * UM_PAGE;
 		if (kind & PG_PRESENT)
 			memcpy(n + k * UM_PAGE, c->c_win + off, blen);
@@ -211,9 +209,7 @@ static void fork_prepare(void)
 				p++;
 				continue;
 			}
-			uint64_t q = p;
-			while (q < n && (c->c_pstate[q] & PG_SWAPPED))
-				q++;
+			uint64_t q = run_end(c->c_pstate, p, n, PG_SWAPPED, PG_SWAPPED);
 			cache_fill(c, p * UM_PAGE, (q - p) * UM_PAGE);
 			p = q;
 		}

@@ -119,6 +119,16 @@ enum um_kind {
 	UM_ANON_KERNEL,	 /* kernel anonymous memory, recorded only */
 };
 
+/* The end of the run of pages from p (before end) whose state, masked,
+ * is value: the loops over a cache's pages work run by run, one system call
+ * or I/O per run. */
+static inline uint64_t run_end(const uint8_t *ps, uint64_t p, uint64_t end, uint8_t mask, uint8_t value)
+{
+	while (p < end && (ps[p] & mask) == value)
+		p++;
+	return p;
+}
+
 /* Is r registered for write protection (the ranges writeback and swap-out
  * protect)? */
 #define REGION_WP(r) ((r)->r_wp || (um.wp && ((r)->r_kind == UM_ANON_SHARED || (r)->r_kind == UM_ANON_PRIVATE)))

@@ -126,9 +126,7 @@ int wb_range(struct um_cache *c, uint64_t off, uint64_t len)
 			p++;
 			continue;
 		}
-		uint64_t q = p;
-		while (q < end && (c->c_pstate[q] & (PG_DIRTY | PG_ZERO)) == PG_DIRTY)
-			q++;
+		uint64_t q = run_end(c->c_pstate, p, end, PG_DIRTY | PG_ZERO, PG_DIRTY);
 		int e = wb_run(c, p, q);
 		if (e && !err)
 			err = e;
@@ -291,9 +289,7 @@ static int swap_out(struct um_cache *c, uint64_t p, uint64_t pend)
 			i++;
 			continue;
 		}
-		uint64_t j = i;
-		while (j < pend && (c->c_pstate[j] & PG_PRESENT))
-			j++;
+		uint64_t j = run_end(c->c_pstate, i, pend, PG_PRESENT, PG_PRESENT);
 		uint64_t off = i * UM_PAGE, len = (j - i) * UM_PAGE;
 		ssize_t n = c->c_swap->ops->write(c->c_swap, c->c_win + off, len, off);
 		if (n < 0)

@@ -115,7 +115,7 @@
 #ifndef FUZZ_KERNEL_ONLY
 #include <ummap.h>
 #endif
-#include "mman_compat.h"
+#include "compat.h"
 
 #define PG 4096UL
 #define NSLOT 8

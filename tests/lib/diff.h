@@ -54,7 +54,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "mman_compat.h"
+#include "compat.h"
 
 /* The seven calls under test. */
 struct mm_ops {
