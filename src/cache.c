@@ -174,6 +174,11 @@ static void took(struct um_cache *c, int e)
 		pthread_mutex_consistent(&c->c_sh->lock);
 	}
 	um.held[um.nheld++] = c;
+	/* Another process learned of a new file size (um_ftruncate, or
+	 * its inotify watch): this one takes it at once, as all processes
+	 * share the kernel's. */
+	if (c->c_store && c->c_sh->size != c->c_size)
+		cache_set_size(c, c->c_sh->size);
 }
 
 void cache_lock(struct um_cache *c)
@@ -410,7 +415,7 @@ struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *
 		return NULL;
 	c->c_dev = st->st_dev;
 	c->c_ino = st->st_ino;
-	c->c_size = (uint64_t)st->st_size;
+	c->c_size = c->c_sh->size = (uint64_t)st->st_size;
 	c->c_store = store_file_open(fd, want_write, err);
 	if (!c->c_store) {
 		cache_free(c);
@@ -420,9 +425,9 @@ struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *
 	snprintf(path, sizeof path, "/proc/self/fd/%d", c->c_store->fd);
 	c->c_wd = inotify_add_watch(um.inotify, path, IN_MODIFY | IN_ATTRIB);
 	/* Shared with other processes only where stores can be tracked in
-	 * all of them (write-protect). */
-	if (um.wp)
-		svc_open(c, c->c_store->fd);
+	 * all of them (write-protect).  The size just read is the newest. */
+	if (um.wp && svc_open(c, c->c_store->fd) == 0)
+		cache_set_size(c, (uint64_t)st->st_size);
 	return c;
 }
 
@@ -575,6 +580,7 @@ void cache_set_size(struct um_cache *c, uint64_t size)
 	cache_lock(c);
 	uint64_t old = c->c_size;
 	c->c_size = size;
+	c->c_sh->size = size;
 	if (size >= old) {
 		/* If the window cannot grow, faults beyond it raise SIGBUS. */
 		cache_grow_window(c);

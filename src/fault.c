@@ -140,15 +140,18 @@ static void on_wp_fault(struct um_region *r, uintptr_t page)
 	struct um_cache *c = r->r_cache;
 	uint64_t p0 = (r->r_off + (page - r->r_start)) / UM_PAGE;
 	if (p0 >= c->c_wext / UM_PAGE || !(c->c_pstate[p0] & PG_PRESENT)) {
-		/* A write-protected mapping of a page ummap no longer holds
-		 * (seen under heavy eviction with several faulting threads):
-		 * drop the mapping, so that the retried store faults the page
-		 * in through the fill path and its state is right again. */
+		/* The page was evicted between the store's fault and now (the
+		 * punch unmapped it): the retried store faults it in again.
+		 * The run of first stores is not extended by this one.  (Any
+		 * mapping left is dropped, so that the retry cannot find the
+		 * page write-protected again.) */
 		sys_madvise((void *)page, UM_PAGE, MADV_DONTNEED);
 		wake(page);
 		return;
 	}
-	uint64_t win = page == r->r_wp_next ? r->r_wp_win * 2 : 1;
+	/* (Never 0: a window of no page would lift no protection, and the
+	 * retried store would fault here again, forever.) */
+	uint64_t win = page == r->r_wp_next && r->r_wp_win ? r->r_wp_win * 2 : 1;
 	if (win > UM_WP_WINDOW)
 		win = UM_WP_WINDOW;
 	uintptr_t end = page + win * UM_PAGE;

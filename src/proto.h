@@ -54,9 +54,9 @@
 #include <sys/types.h>
 #include <sys/un.h>
 
-#define UM_PROTO_VERSION 3
+#define UM_PROTO_VERSION 4
 /* Abstract socket name: "\0" UM_SERVICE_NAME "-<uid>". */
-#define UM_SERVICE_NAME "ummap-service-v3"
+#define UM_SERVICE_NAME "ummap-service-v4"
 
 /* Page state bits, one byte per page of a cache, in the state memfd. */
 enum {
@@ -102,7 +102,7 @@ struct um_map_ent {
 	uint64_t start, off, len;
 };
 
-#define UM_SHARED_MAGIC 0x756d6d6170763301ULL /* "ummapv3" 1 */
+#define UM_SHARED_MAGIC 0x756d6d6170763401ULL /* "ummapv4" 1: the layout below */
 #define UM_STATE_HDR (64UL << 10) /* the page states follow the header */
 #define UM_MAX_MAPS ((UM_STATE_HDR - 256) / sizeof(struct um_map_ent))
 
@@ -114,6 +114,7 @@ struct um_shared {
 	uint64_t resident;	/* PRESENT pages * page size */
 	uint64_t dirty;		/* DIRTY pages * page size */
 	uint64_t budget;	/* the file's budget across processes, 0 = none */
+	uint64_t size;		/* the file's size, as a process last learned it */
 	uint32_t nmaps;		/* slots of maps[] in use or freed */
 	uint32_t pad;
 	struct um_map_ent maps[UM_MAX_MAPS];

@@ -209,3 +209,24 @@ DIFF_TEST_PROCS(procs, private_mapping_sees_shared_stores_until_written, 2)
 	D_CALL(log, o->munmap(p, 2 * PG));
 	close(fd);
 }
+
+DIFF_TEST_PROCS(procs, truncation_by_one_is_seen_by_the_other_at_once, 2)
+{
+	/* Process 0 shrinks the file to a page and a bit; process 1, which
+	 * had every page mapped, gets SIGBUS beyond the new last page and
+	 * zeros past the end within it, at once. */
+	int fd = shared_file(log, dir, 3 * PG);
+	char *p = D_MMAP(log, o, NULL, 3 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	D_READ(log, p, 3 * PG);
+	D_SYNC(log);
+	if (diff_me() == 0)
+		D_CALL(log, o->ftruncate(fd, PG + 100));
+	D_SYNC(log);
+	if (diff_me() == 1) {
+		T_PEEK(log, p + 2 * PG + 8);
+		D_READ(log, p + PG, PG);
+	}
+	D_SYNC(log);
+	D_CALL(log, o->munmap(p, 3 * PG));
+	close(fd);
+}
