@@ -628,6 +628,10 @@ int cache_refresh_size(struct um_cache *c)
 	uint64_t size;
 	if (!c->c_store)
 		return 0;
+	/* Read under the lock: a size read before it could be older than the
+	 * one another process sets meanwhile (um_ftruncate holds the lock
+	 * across its truncation). */
+	cache_lock(c);
 	int e = c->c_store->ops->size(c->c_store, &size);
 	if (e)
 		return e;

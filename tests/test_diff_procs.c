@@ -13,13 +13,16 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "diff.h"
+#include "ummap.h"
 
 #define PG DIFF_PG
+#define um_pgdown_(x) ((x) & ~(PG - 1))
 
 /* Process 0 makes the file; the others open it once it exists. */
 static int shared_file(struct diff_log *log, const char *dir, size_t size)
@@ -229,4 +232,108 @@ DIFF_TEST_PROCS(procs, truncation_by_one_is_seen_by_the_other_at_once, 2)
 	D_SYNC(log);
 	D_CALL(log, o->munmap(p, 3 * PG));
 	close(fd);
+}
+
+/*
+ * A random walk over one shared file by three processes, the same on both
+ * sides: every process draws the same numbers, so all know who acts and
+ * what the file's size is.  At each step one process stores through its
+ * shared mapping, syncs, advises MADV_DONTNEED, touches a page that may lie
+ * beyond the end (SIGBUS is compared), or (process 0 only, which also has a
+ * private mapping: other processes' private copies beyond a truncation are
+ * a known difference) stores privately or truncates the file; then every
+ * process reads the same range of its shared mapping.  At the end the file
+ * is compared.  PROCS_FUZZ_SEED and PROCS_FUZZ_STEPS pick another walk.
+ */
+#define WALK_PAGES 16
+
+static uint64_t walk_next(uint64_t *x)
+{
+	*x ^= *x << 13;
+	*x ^= *x >> 7;
+	*x ^= *x << 17;
+	return *x;
+}
+
+static uint64_t env_or(const char *name, uint64_t dflt)
+{
+	const char *v = getenv(name);
+	return v && *v ? strtoull(v, NULL, 0) : dflt;
+}
+
+/* (In functions of their own: sigsetjmp would clobber the walk's state.) */
+static void walk_peek(struct diff_log *log, char *a)
+{
+	T_PEEK(log, a);
+}
+
+static void walk_read(struct diff_log *log, char *a, uint64_t n)
+{
+	T_READ(log, a, n);
+}
+
+static void random_walk(const struct mm_ops *o, struct diff_log *log, const char *dir, int nproc, uint64_t budget)
+{
+	if (budget) {
+		struct um_config c = { .budget = budget, .writeback_ms = 10 };
+		um_configure(&c); /* (only ummap's side pages through it) */
+	}
+	uint64_t x = env_or("PROCS_FUZZ_SEED", 3) * 0x9E3779B97F4A7C15ull | 1;
+	uint64_t steps = env_or("PROCS_FUZZ_STEPS", 400), size = 8 * PG, len = WALK_PAGES * PG;
+	int fd = shared_file(log, dir, size);
+	char *s = D_MMAP(log, o, NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	char *p = diff_me() == 0 ? D_MMAP(log, o, NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0) : NULL;
+	for (uint64_t step = 0; step < steps; step++) {
+		int who = (int)(walk_next(&x) % (uint64_t)nproc), op = (int)(walk_next(&x) % 100);
+		uint64_t off = size ? walk_next(&x) % size : 0;
+		uint64_t n = size ? 1 + walk_next(&x) % (size - off < 3 * PG ? size - off : 3 * PG) : 0;
+		uint64_t r1 = walk_next(&x), r2 = walk_next(&x);
+		if (op >= 75 && who != 0)
+			op = (int)(r1 % 75); /* private stores and truncation: process 0's */
+		if (diff_me() == who && n) {
+			if (op < 45)
+				D_PATTERN(log, s + off, n, (unsigned)step);
+			else if (op < 55)
+				D_CALL(log, o->msync(s, len, MS_SYNC));
+			else if (op < 65)
+				D_CALL(log, o->madvise(s + um_pgdown_(off), PG, MADV_DONTNEED));
+			else if (op < 75)
+				walk_peek(log, s + (r1 % WALK_PAGES) * PG + r2 % PG);
+			else if (op < 90)
+				D_PATTERN(log, p + off, n, (unsigned)step + 1000);
+		}
+		if (op >= 90) {
+			/* Process 0 truncates; all learn the new size. */
+			uint64_t ns = (1 + r1 % WALK_PAGES) * PG - (r2 % 2 ? r2 % 1000 : 0);
+			if (diff_me() == 0)
+				D_CALL(log, o->ftruncate(fd, (off_t)ns));
+			size = ns;
+		}
+		D_SYNC(log);
+		uint64_t roff = size ? r2 % size : 0, rlen = size - roff < 2 * PG ? size - roff : 2 * PG;
+		if (rlen)
+			walk_read(log, s + roff, rlen);
+		if (p && rlen)
+			walk_read(log, p + roff, rlen);
+		D_SYNC(log);
+	}
+	D_CALL(log, o->msync(s, len, MS_SYNC));
+	D_SYNC(log);
+	D_CALL(log, o->munmap(s, len));
+	if (p)
+		D_CALL(log, o->munmap(p, len));
+	D_SYNC(log);
+	if (diff_me() == 0)
+		D_PREAD(log, fd, 0, size);
+	close(fd);
+}
+
+DIFF_TEST_PROCS(procs, random_walk_of_three, 3)
+{
+	random_walk(o, log, dir, 3, 0);
+}
+
+DIFF_TEST_PROCS(procs, random_walk_of_three_under_64k_budgets, 3)
+{
+	random_walk(o, log, dir, 3, 64 << 10);
 }
