@@ -45,6 +45,7 @@
 #ifndef UM_PROTO_H
 #define UM_PROTO_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -120,6 +121,24 @@ struct um_shared {
 	struct um_map_ent maps[UM_MAX_MAPS];
 };
 _Static_assert(sizeof(struct um_shared) <= UM_STATE_HDR, "the header fits");
+
+/* Send m with descriptors fds[0..nfds), nfds <= 3, on sock: 0 or -errno. */
+static inline int um_send_msg(int sock, const struct um_msg *m, const int *fds, int nfds)
+{
+	char ctl[CMSG_SPACE(3 * sizeof(int))] = { 0 };
+	struct iovec iov = { .iov_base = (void *)m, .iov_len = sizeof *m };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	if (nfds) {
+		mh.msg_control = ctl;
+		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+	}
+	return sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)sizeof *m ? 0 : -errno;
+}
 
 /* The service's address for user uid; returns its length. */
 static inline socklen_t um_service_addr(struct sockaddr_un *a, uid_t uid)

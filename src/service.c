@@ -40,24 +40,6 @@ static const char *service_path(void)
 	return p && *p ? p : UM_SERVICE_PATH;
 }
 
-/* Send m with descriptors fds[0..nfds) on sock. */
-static int send_fds(int sock, const struct um_msg *m, const int *fds, int nfds)
-{
-	char ctl[CMSG_SPACE(3 * sizeof(int))] = { 0 };
-	struct iovec iov = { .iov_base = (void *)m, .iov_len = sizeof *m };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	if (nfds) {
-		mh.msg_control = ctl;
-		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
-	}
-	return sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)sizeof *m ? 0 : -errno;
-}
-
 /* One request that the service answers, with up to two descriptors (set
  * to -1 when not sent). */
 static int svc_ask_fds(struct um_msg *m, const int *fds, int nfds, int *got)
@@ -67,7 +49,7 @@ static int svc_ask_fds(struct um_msg *m, const int *fds, int nfds, int *got)
 	struct iovec iov = { .iov_base = m, .iov_len = sizeof *m };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
 	uint32_t type = m->type;
-	if (send_fds(um.svc, m, fds, nfds) || poll(&pfd, 1, 5000) != 1 ||
+	if (um_send_msg(um.svc, m, fds, nfds) || poll(&pfd, 1, 5000) != 1 ||
 	    recvmsg(um.svc, &mh, MSG_CMSG_CLOEXEC) != (ssize_t)sizeof *m || m->type != type) {
 		/* The service is gone (or confused): no more requests; shared
 		 * caches are then written back without being taken as clean
@@ -120,7 +102,7 @@ static int svc_connect(void)
 		e = errno;
 	else if (cr.uid != geteuid())
 		e = EPERM;
-	else if ((e = -send_fds(fd, &m, &um.uffd, 1)))
+	else if ((e = -um_send_msg(fd, &m, &um.uffd, 1)))
 		;
 	else if (poll(&pfd, 1, 5000) != 1 || recv(fd, &m, sizeof m, 0) != sizeof m)
 		e = EPROTO;
@@ -273,7 +255,7 @@ void svc_forget(struct um_cache *c)
 	if (!c->c_shared || um.svc < 0)
 		return;
 	struct um_msg m = { .type = UM_MSG_DROP, .version = UM_PROTO_VERSION, .dev = c->c_dev, .ino = c->c_ino };
-	send_fds(um.svc, &m, NULL, 0);
+	um_send_msg(um.svc, &m, NULL, 0);
 	c->c_shared = false;
 }
 

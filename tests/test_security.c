@@ -199,15 +199,10 @@ static int open_cache_for(int s, int file, dev_t dev, ino_t ino, int *mine)
 	munmap(h, UM_STATE_HDR);
 	struct um_msg m = { .type = UM_MSG_OPEN, .version = UM_PROTO_VERSION, .dev = dev, .ino = ino };
 	int fds[3] = { file, data, state };
-	char ctl[CMSG_SPACE(sizeof fds)] = { 0 };
+	cr_assert(um_send_msg(s, &m, fds, 3) == 0);
 	struct iovec iov = { .iov_base = &m, .iov_len = sizeof m };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
-	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof fds);
-	memcpy(CMSG_DATA(cm), fds, sizeof fds);
-	cr_assert(sendmsg(s, &mh, 0) == sizeof m);
+	struct msghdr mh;
+	struct cmsghdr *cm;
 	struct stat st;
 	fstat(data, &st);
 	*mine = (int)st.st_ino;

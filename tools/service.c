@@ -440,24 +440,6 @@ static int protect(struct client *asker, dev_t dev, ino_t ino, uint64_t off, uin
 	return 0;
 }
 
-/* Send m, with descriptors, to a client. */
-static void answer(struct client *cl, const struct um_msg *m, const int *fds, int nfds)
-{
-	char ctl[CMSG_SPACE(2 * sizeof(int))] = { 0 };
-	struct iovec iov = { .iov_base = (void *)m, .iov_len = sizeof *m };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	if (nfds) {
-		mh.msg_control = ctl;
-		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
-	}
-	sendmsg(cl->sock, &mh, MSG_NOSIGNAL);
-}
-
 /* One message from a client; false when the connection is over. */
 static bool client_read(struct client *cl)
 {
@@ -475,9 +457,9 @@ static bool client_read(struct client *cl)
 		struct cache *c = open_cache(cl, fds);
 		m.err = c ? 0 : EPROTO;
 		if (c)
-			answer(cl, &m, (int[]){ c->data, c->state }, 2);
+			um_send_msg(cl->sock, &m, (int[]){ c->data, c->state }, 2);
 		else
-			answer(cl, &m, NULL, 0);
+			um_send_msg(cl->sock, &m, NULL, 0);
 		return true;
 	}
 	if (ok && m.type == UM_MSG_HELLO && nfds == 1 && cl->uffd < 0) {
@@ -492,14 +474,14 @@ static bool client_read(struct client *cl)
 	case UM_MSG_HELLO:
 		if (cl->pidfd < 0)
 			cl->pidfd = (int)syscall(SYS_pidfd_open, cl->pid, 0);
-		answer(cl, &m, NULL, 0);
+		um_send_msg(cl->sock, &m, NULL, 0);
 		return true;
 	case UM_MSG_DROP:
 		drop_cache(cl, (dev_t)m.dev, (ino_t)m.ino);
 		return true;
 	case UM_MSG_WP:
 		m.err = protect(cl, (dev_t)m.dev, (ino_t)m.ino, m.off, m.len);
-		answer(cl, &m, NULL, 0);
+		um_send_msg(cl->sock, &m, NULL, 0);
 		return true;
 	case UM_MSG_WBERR:
 	case UM_MSG_ERRQ: {
@@ -508,7 +490,7 @@ static bool client_read(struct client *cl)
 		struct file_errors *f = errors_of((dev_t)m.dev, (ino_t)m.ino, false);
 		m.seq = f ? f->seq : 0;
 		m.err = f ? f->err : 0;
-		answer(cl, &m, NULL, 0);
+		um_send_msg(cl->sock, &m, NULL, 0);
 		return true;
 	}
 	case UM_MSG_STAT:
