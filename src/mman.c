@@ -637,6 +637,19 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 		um_unlock();
 		return fail_ptr(EINVAL);
 	}
+	/* Moved pages lose their write protection until they are mapped
+	 * again below: no other process may clean the cache meanwhile (its
+	 * write-protect request would not reach them).  (Ranges spanning
+	 * several caches, which the kernel refuses to move, take none.) */
+	struct um_cache *one = NULL;
+	bool several = false;
+	for (size_t i = 0; i < n; i++)
+		if (moved[i].r_cache) {
+			several |= one && one != moved[i].r_cache;
+			one = moved[i].r_cache;
+		}
+	if (one && !several)
+		cache_lock(one);
 	void *p = sys_mremap(old_address, old_size, new_size, flags, new_address);
 	if (p == MAP_FAILED) {
 		int e = errno;
@@ -657,6 +670,8 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 		region_remove_range(os, oe);
 	region_remove_range(ns, ns + nlen);
 	um.remapping = false;
+	if (one && !several)
+		cache_lock(one); /* (again, if a mapping replaced at ns took another's) */
 	for (size_t i = 0; i < n; i++) {
 		struct um_region r = moved[i];
 		uintptr_t a = r.r_start < os ? os : r.r_start;
