@@ -2,7 +2,8 @@
  * writeback.c - dirty pages back to the store, and eviction under the budget.
  *
  * Writeback of a run follows I3: write-protect the run in every shared
- * region that maps it, clear DIRTY, then write.  A store racing with the
+ * region that maps it (in other processes too, through the service, when
+ * the cache is shared), clear DIRTY, then write.  A store racing with the
  * write takes a WP fault, which sets DIRTY again, so it is written next
  * time.  A failed write sets DIRTY back and records the errno in the cache
  * (c_wb_err, c_wb_seq), which the next msync or munmap of each region
