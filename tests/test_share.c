@@ -17,7 +17,7 @@
  * Bounded by counts, not time.
  *
  * And a file's budget, set by one process, bounds the cache every process
- * fills.
+ * fills; and two processes that read a whole file hold one copy of it.
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -28,9 +28,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fds.h"
 #include "ummap.h"
 
 #define PROCS 4
@@ -251,4 +253,72 @@ Test(share, a_file_budget_set_in_one_process_bounds_the_others, .timeout = 0)
 	unlink(path);
 	cr_expect(WIFEXITED(st1) && WEXITSTATUS(st1) == 0, "setter status %#x", st1);
 	cr_expect(WIFEXITED(st2) && WEXITSTATUS(st2) == 0, "scanner status %#x", st2);
+}
+
+/* The inode and allocated bytes of this process's cache memfd for a file. */
+struct copy {
+	uint64_t ino, bytes;
+};
+
+static void note_cache(int fd, const char *target, void *arg)
+{
+	struct stat st;
+	if (strstr(target, "memfd:ummap-cache") && fstat(fd, &st) == 0)
+		*(struct copy *)arg = (struct copy){ (uint64_t)st.st_ino, (uint64_t)st.st_blocks * 512 };
+}
+
+static int reader(const char *path, pthread_barrier_t *all, int out)
+{
+	int fd = open(path, O_RDONLY);
+	uint64_t *m = um_mmap(NULL, BIG, PROT_READ, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED)
+		return 40;
+	uint64_t wrong = 0;
+	for (uint64_t i = 0; i < BIG / 8; i += 64)
+		wrong += m[i] != i;
+	pthread_barrier_wait(all); /* both have read it all */
+	struct copy c = { 0, 0 };
+	fds_each(note_cache, &c);
+	struct um_stats st;
+	um_stats(m, &st);
+	int ok = write(out, &c, sizeof c) == sizeof c;
+	pthread_barrier_wait(all);
+	return um_munmap(m, BIG) || !ok ? 41 : wrong ? 42 : st.cache_procs != 2 ? 43 : 0;
+}
+
+Test(share, two_processes_that_read_a_file_hold_one_copy, .timeout = 0)
+{
+	char path[] = "/tmp/ummap-once-XXXXXX";
+	int fd = mkstemp(path);
+	cr_assert(fd >= 0);
+	uint64_t *w = malloc(BIG);
+	for (uint64_t i = 0; i < BIG / 8; i++)
+		w[i] = i;
+	cr_assert(write(fd, w, BIG) == (ssize_t)BIG);
+	free(w);
+	close(fd);
+	pthread_barrier_t *all = mmap(NULL, sizeof *all, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pthread_barrierattr_t a;
+	pthread_barrierattr_init(&a);
+	pthread_barrierattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+	pthread_barrier_init(all, &a, 2);
+	int pipefd[2];
+	cr_assert(pipe(pipefd) == 0);
+	pid_t pids[2];
+	for (int i = 0; i < 2; i++)
+		if ((pids[i] = fork()) == 0)
+			_exit(reader(path, all, pipefd[1]));
+	struct copy c[2];
+	for (int i = 0; i < 2; i++)
+		cr_assert(read(pipefd[0], &c[i], sizeof c[i]) == sizeof c[i]);
+	for (int i = 0; i < 2; i++) {
+		int st;
+		waitpid(pids[i], &st, 0);
+		cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "reader %d status %#x", i, st);
+	}
+	unlink(path);
+	cr_expect(c[0].ino && c[0].ino == c[1].ino, "both processes use one cache object (%llu, %llu)",
+		  (unsigned long long)c[0].ino, (unsigned long long)c[1].ino);
+	cr_expect(c[0].bytes >= BIG && c[0].bytes <= BIG + (2UL << 20), "it holds the file once: %llu KiB",
+		  (unsigned long long)c[0].bytes >> 10);
 }
