@@ -93,6 +93,31 @@ typedef enum um_error_action (*um_error_handler)(void *addr, int fd,
 int um_set_error_handler(um_error_handler handler, void *arg);
 
 /*
+ * Where anonymous memory's evicted pages go.  By default each anonymous
+ * mapping that outgrows the budget gets an unnamed file in $TMPDIR
+ * (O_TMPFILE, mode 0600).  A store set here is used by the anonymous
+ * mappings whose first eviction comes after: open() makes an empty store
+ * for one mapping; read() and write() move len bytes at offset off (bytes
+ * never written read as zeros) and return len or -errno; discard() (may be
+ * NULL) says a range is no longer needed; close() ends it, at the last
+ * munmap.  The callbacks run under ummap's lock, in its threads: they must
+ * not call um_* functions or touch ummap mappings.  After fork() a store
+ * may be used by both processes (shared anonymous memory stays shared), and
+ * each closes its handle.  NULL restores the default.
+ */
+#define UM_SWAP_STORE_VERSION 1
+struct um_swap_store {
+	int version;	/* UM_SWAP_STORE_VERSION */
+	void *arg;	/* passed to open */
+	void *(*open)(void *arg); /* a handle, or NULL with errno set */
+	ssize_t (*read)(void *h, void *buf, size_t len, uint64_t off);
+	ssize_t (*write)(void *h, const void *buf, size_t len, uint64_t off);
+	int (*discard)(void *h, uint64_t off, uint64_t len);
+	void (*close)(void *h);
+};
+int um_set_swap_store(const struct um_swap_store *store);
+
+/*
  * Counters, for the process (addr NULL) or for the mapping containing addr
  * (what one um_mmap call made, however split or moved since).  For a
  * mapping, the fault counters and bytes_read are its own, resident_bytes

@@ -487,8 +487,8 @@ struct um_cache *cache_new_anon(uint64_t len, bool shared, int *err)
 void cache_discard(struct um_cache *c, uint64_t off, uint64_t len)
 {
 	evict_range(c, off, len, false);
-	if (c->c_swap)
-		fallocate(c->c_swap->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+	if (c->c_swap && c->c_swap->ops->discard)
+		c->c_swap->ops->discard(c->c_swap, off, len);
 	for (uint64_t p = off / UM_PAGE; p < (off + len) / UM_PAGE && p < c->c_wext / UM_PAGE; p++)
 		c->c_pstate[p] &= (uint8_t)~PG_SWAPPED;
 }

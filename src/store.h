@@ -20,6 +20,8 @@ struct um_store_ops {
 	ssize_t (*write)(struct um_store *s, const void *buf, size_t len, uint64_t off);
 	int (*size)(struct um_store *s, uint64_t *size);
 	int (*flush)(struct um_store *s); /* durable: data written so far */
+	int (*discard)(struct um_store *s, uint64_t off, uint64_t len); /* may be NULL:
+				 * the range is no longer needed (reads zeros) */
 	void (*close)(struct um_store *s);
 };
 
@@ -32,7 +34,8 @@ struct um_store {
 /* store_file.c: the default store, a regular file. */
 struct um_store *store_file_open(int fd, int want_write, int *err);
 int store_file_upgrade(struct um_store *s, int fd);
-/* The swap store of shared anonymous memory (see store_file.c). */
+/* store_swap.c: where anonymous memory's evicted pages go, the default or
+ * the application's (um_set_swap_store). */
 struct um_store *store_swap_open(int *err);
 
 /* Fault injection for tests: when set, reads, writes or flushes of the

@@ -71,6 +71,11 @@ static int file_flush(struct um_store *s)
 	return fdatasync(s->fd) < 0 ? -errno : 0;
 }
 
+static int file_discard(struct um_store *s, uint64_t off, uint64_t len)
+{
+	return fallocate(s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0 ? -errno : 0;
+}
+
 static void file_close(struct um_store *s)
 {
 	close(s->fd);
@@ -83,6 +88,7 @@ static const struct um_store_ops file_ops = {
 	.write = file_write,
 	.size = file_size,
 	.flush = file_flush,
+	.discard = file_discard,
 	.close = file_close,
 };
 
@@ -126,23 +132,4 @@ int store_file_upgrade(struct um_store *s, int fd)
 	s->fd = nfd;
 	s->writable = 1;
 	return 0;
-}
-
-/*
- * A swap store for shared anonymous memory: a file store on an unnamed file
- * (O_TMPFILE in $TMPDIR, mode 0600: no name anyone could open), holding
- * evicted pages at their offsets; holes read as zeros.  Closing it frees
- * its space.
- */
-struct um_store *store_swap_open(int *err)
-{
-	const char *dir = getenv("TMPDIR");
-	int fd = open(dir && *dir ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		*err = errno;
-		return NULL;
-	}
-	struct um_store *s = store_file_open(fd, 1, err);
-	close(fd);
-	return s;
 }

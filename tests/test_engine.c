@@ -602,3 +602,76 @@ Test(fork, exec_spawn_and_system_leave_the_mappings_working)
 	cr_expect(v[0] == 7 && v[1] == 8, "stores before and after the children reached the file");
 	unlink(path);
 }
+
+/* An application's swap store: a memfd per handle (so it works from a fork
+ * child too), counting what ummap asks of it. */
+static struct {
+	int opened, closed;
+	uint64_t read, written, discarded;
+} swap_calls;
+
+static void *swap_open(void *arg)
+{
+	int fd = memfd_create((const char *)arg, MFD_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	swap_calls.opened++;
+	return (void *)(intptr_t)(fd + 1);
+}
+
+static ssize_t swap_read(void *h, void *buf, size_t len, uint64_t off)
+{
+	ssize_t n = pread((int)(intptr_t)h - 1, buf, len, (off_t)off);
+	if (n < 0)
+		return -errno;
+	memset((char *)buf + n, 0, len - (size_t)n); /* never written: zeros */
+	swap_calls.read += len;
+	return (ssize_t)len;
+}
+
+static ssize_t swap_write(void *h, const void *buf, size_t len, uint64_t off)
+{
+	ssize_t n = pwrite((int)(intptr_t)h - 1, buf, len, (off_t)off);
+	swap_calls.written += n > 0 ? (uint64_t)n : 0;
+	return n < 0 ? -errno : n;
+}
+
+static int swap_discard(void *h, uint64_t off, uint64_t len)
+{
+	swap_calls.discarded += len;
+	return fallocate((int)(intptr_t)h - 1, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+}
+
+static void swap_close(void *h)
+{
+	close((int)(intptr_t)h - 1);
+	swap_calls.closed++;
+}
+
+Test(budget, anonymous_memory_swaps_to_the_application_s_store)
+{
+	/* A swap store set through the API takes the evicted pages of both
+	 * kinds of anonymous memory; MADV_REMOVE discards from it, munmap
+	 * closes it; a bad table is refused. */
+	struct um_swap_store bad = { .version = 2 };
+	cr_expect(um_set_swap_store(&bad) == -1 && errno == EINVAL);
+	struct um_swap_store s = { .version = UM_SWAP_STORE_VERSION, .arg = "test-swap", .open = swap_open,
+				   .read = swap_read, .write = swap_write, .discard = swap_discard,
+				   .close = swap_close };
+	cr_assert(um_set_swap_store(&s) == 0);
+	const uint64_t size = 32 * MiB;
+	uint64_t *m = through_a_small_budget(MAP_SHARED, size, 17);
+	cr_expect(swap_calls.opened == 1 && swap_calls.written > 0 && swap_calls.read > 0,
+		  "opened %d, %llu bytes written, %llu read", swap_calls.opened,
+		  (unsigned long long)swap_calls.written, (unsigned long long)swap_calls.read);
+	cr_assert(um_madvise(m, 1 * MiB, MADV_REMOVE) == 0);
+	cr_expect(swap_calls.discarded >= 1 * MiB, "MADV_REMOVE discarded %llu bytes",
+		  (unsigned long long)swap_calls.discarded);
+	cr_expect(m[0] == 0 && m[1 * MiB / 8] == word(1 * MiB, 17));
+	cr_assert(um_munmap(m, size) == 0);
+	uint64_t *p = through_a_small_budget(MAP_PRIVATE, size, 18);
+	cr_expect(swap_calls.opened == 2, "private memory opened a store of its own too (%d)", swap_calls.opened);
+	cr_assert(um_munmap(p, size) == 0);
+	cr_expect(swap_calls.closed == 2, "munmap closed the stores (%d of %d)", swap_calls.closed, swap_calls.opened);
+	cr_assert(um_set_swap_store(NULL) == 0);
+}

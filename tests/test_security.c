@@ -125,11 +125,36 @@ static int service_answers(uid_t uid, pid_t *pid)
 	return ok;
 }
 
+/* The inodes of this process's ummap memfds. */
+struct inodes {
+	ino_t ino[16];
+	int n;
+};
+
+static void note_own_memfd(int fd, const char *target, void *arg)
+{
+	struct inodes *in = arg;
+	struct stat st;
+	if (in->n < 16 && strstr(target, "memfd:ummap-") && fstat(fd, &st) == 0)
+		in->ino[in->n++] = st.st_ino;
+}
+
+/* The service's descriptors of this process's memfds (other processes of
+ * the user may be using the service meanwhile). */
+static pid_t service_pid;
+static struct inodes own;
+
 static void note_memfd(int fd, const char *target, void *arg)
 {
 	struct found *f = arg;
-	if (f->n < 64 && strstr(target, "memfd:ummap-"))
-		f->fd[f->n++] = fd;
+	char p[64];
+	struct stat st;
+	snprintf(p, sizeof p, "/proc/%d/fd/%d", (int)service_pid, fd);
+	if (f->n >= 64 || !strstr(target, "memfd:ummap-") || stat(p, &st) < 0)
+		return;
+	for (int i = 0; i < own.n; i++)
+		if (own.ino[i] == st.st_ino)
+			f->fd[f->n++] = fd;
 }
 
 Test(security, other_users_cannot_use_the_service)
@@ -147,6 +172,8 @@ Test(security, other_users_cannot_use_the_service)
 	/* The service holds this cache's memfds (data and page states). */
 	/* (It reads this process's messages on their own connection.) */
 	struct found found = { .n = 0 };
+	fds_each(note_own_memfd, &own);
+	service_pid = svc;
 	for (int i = 0; i < 200 && found.n < 2; i++) {
 		found.n = 0;
 		fds_each_of(svc, note_memfd, &found);
