@@ -376,6 +376,9 @@ static struct cache *open_cache(struct client *cl, const int *fds)
 		snprintf(link, sizeof link, "/proc/self/fd/%d", c->file);
 		ssize_t n = readlink(link, c->path, sizeof c->path - 1);
 		c->path[n > 0 ? n : 0] = 0;
+		struct stat sst;
+		if (fstat(fds[2], &sst) == 0 && sst.st_ino == st.st_ino && sst.st_dev == st.st_dev)
+			snprintf(c->path, sizeof c->path, "(shared anonymous memory, shared across fork)");
 		caches = c;
 	}
 	for (struct use *u = cl->uses; u; u = u->next)
