@@ -423,9 +423,12 @@ static struct client *live_client(pid_t pid, const struct cache *c)
  * asker's that maps it (its table of mappings; the asker holds the lock). */
 static int protect(struct client *asker, dev_t dev, ino_t ino, uint64_t off, uint64_t len)
 {
-	struct cache *c = cache_of(dev, ino);
-	if (!c)
-		return ENOENT;
+	struct use *u = asker->uses;
+	while (u && (u->c->dev != dev || u->c->ino != ino))
+		u = u->next;
+	if (!u)
+		return ENOENT; /* not a cache the asker opened */
+	struct cache *c = u->c;
 	struct um_shared *h = c->hdr;
 	for (uint32_t i = 0; i < h->nmaps && i < UM_MAX_MAPS; i++) {
 		struct um_map_ent e = h->maps[i];
