@@ -49,7 +49,9 @@ static int svc_ask_fds(struct um_msg *m, const int *fds, int nfds, int *got)
 	struct iovec iov = { .iov_base = m, .iov_len = sizeof *m };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
 	uint32_t type = m->type;
-	if (um_send_msg(um.svc, m, fds, nfds) || poll(&pfd, 1, 5000) != 1 ||
+	/* (The service answers between writebacks of what ended processes
+	 * left, which can take a while on a slow disk.) */
+	if (um_send_msg(um.svc, m, fds, nfds) || poll(&pfd, 1, 30000) != 1 ||
 	    recvmsg(um.svc, &mh, MSG_CMSG_CLOEXEC) != (ssize_t)sizeof *m || m->type != type) {
 		/* The service is gone (or confused): no more requests; shared
 		 * caches are then written back without being taken as clean
