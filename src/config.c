@@ -10,6 +10,7 @@
  * served by the kernel's own.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,21 @@ void um_unlock(void)
 }
 
 /* "512M", "2G", "4096", "64k": bytes, or 0 if malformed. */
+/*
+ * An engine thread, with every signal blocked: an application's handler
+ * run there could call um_* (the thread may hold um.lock) or touch a
+ * mapping (the fault thread would wait for itself).
+ */
+int um_thread_start(pthread_t *t, void *(*fn)(void *))
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int e = pthread_create(t, NULL, fn, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return -e;
+}
+
 uint64_t um_parse_size(const char *s)
 {
 	char *end;

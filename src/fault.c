@@ -383,5 +383,5 @@ static void *fault_thread(void *arg)
 
 int fault_start(void)
 {
-	return -pthread_create(&um.fault_thread, NULL, fault_thread, NULL);
+	return um_thread_start(&um.fault_thread, fault_thread);
 }

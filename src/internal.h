@@ -220,6 +220,7 @@ int um_init(void); /* 0 or -errno; starts the engine once */
 void um_lock(void);
 void um_unlock(void);
 uint64_t um_parse_size(const char *s);
+int um_thread_start(pthread_t *t, void *(*fn)(void *)); /* 0 or -errno */
 
 /* region.c: the sorted region map. */
 size_t region_find(uintptr_t addr); /* index of first region with end > addr */

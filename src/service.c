@@ -40,19 +40,34 @@ static const char *service_path(void)
 	return p && *p ? p : UM_SERVICE_PATH;
 }
 
+/* A message from the service within ms, through signals the application
+ * may take meanwhile (EINTR). */
+static ssize_t recv_answer(int fd, struct msghdr *mh, int ms)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	int r;
+	while ((r = poll(&pfd, 1, ms)) < 0 && errno == EINTR)
+		;
+	if (r != 1)
+		return -1;
+	ssize_t n;
+	while ((n = recvmsg(fd, mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+		;
+	return n;
+}
+
 /* One request that the service answers, with up to two descriptors (set
  * to -1 when not sent). */
 static int svc_ask_fds(struct um_msg *m, const int *fds, int nfds, int *got)
 {
-	struct pollfd pfd = { .fd = um.svc, .events = POLLIN };
 	char ctl[CMSG_SPACE(2 * sizeof(int))];
 	struct iovec iov = { .iov_base = m, .iov_len = sizeof *m };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
 	uint32_t type = m->type;
 	/* (The service answers between writebacks of what ended processes
 	 * left, which can take a while on a slow disk.) */
-	if (um_send_msg(um.svc, m, fds, nfds) || poll(&pfd, 1, 30000) != 1 ||
-	    recvmsg(um.svc, &mh, MSG_CMSG_CLOEXEC) != (ssize_t)sizeof *m || m->type != type) {
+	if (um_send_msg(um.svc, m, fds, nfds) || recv_answer(um.svc, &mh, 30000) != (ssize_t)sizeof *m ||
+	    m->type != type) {
 		/* The service is gone (or confused): no more requests; shared
 		 * caches are then written back without being taken as clean
 		 * (writeback.c). */
@@ -98,7 +113,8 @@ static int svc_connect(void)
 	struct ucred cr;
 	socklen_t crlen = sizeof cr;
 	struct um_msg m = { .type = UM_MSG_HELLO, .version = UM_PROTO_VERSION };
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	struct iovec iov = { .iov_base = &m, .iov_len = sizeof m };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	int e = 0;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) < 0)
 		e = errno;
@@ -106,7 +122,7 @@ static int svc_connect(void)
 		e = EPERM;
 	else if ((e = -um_send_msg(fd, &m, &um.uffd, 1)))
 		;
-	else if (poll(&pfd, 1, 5000) != 1 || recv(fd, &m, sizeof m, 0) != sizeof m)
+	else if (recv_answer(fd, &mh, 5000) != sizeof m)
 		e = EPROTO;
 	else if (m.type != UM_MSG_HELLO || m.version != UM_PROTO_VERSION)
 		e = EPROTO;

@@ -446,5 +446,5 @@ int wb_start(void)
 	um.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (um.wake_fd < 0)
 		return -errno;
-	return -pthread_create(&um.wb_thread, NULL, wb_thread, NULL);
+	return um_thread_start(&um.wb_thread, wb_thread);
 }
