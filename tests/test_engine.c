@@ -15,6 +15,7 @@
 #include <spawn.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -674,4 +675,37 @@ Test(budget, anonymous_memory_swaps_to_the_application_s_store)
 	cr_assert(um_munmap(p, size) == 0);
 	cr_expect(swap_calls.closed == 2, "munmap closed the stores (%d of %d)", swap_calls.closed, swap_calls.opened);
 	cr_assert(um_set_swap_store(NULL) == 0);
+}
+
+static volatile pid_t handled_on;
+
+static void note_tid(int sig)
+{
+	handled_on = (pid_t)syscall(SYS_gettid);
+}
+
+Test(engine, application_signals_never_run_on_engine_threads)
+{
+	/* A process-directed signal goes to a thread that does not block it.
+	 * With the application's own thread blocking it, it must wait for
+	 * that thread: ummap's threads block every signal (a handler there
+	 * could call um_* while the thread holds ummap's lock, or fault on a
+	 * page only that thread can serve). */
+	int fd = make_file(65536, 21);
+	char *m = um_mmap(NULL, 65536, PROT_READ, MAP_SHARED, fd, 0); /* the engine runs */
+	cr_assert(m != MAP_FAILED && m[0] == (char)word(0, 21));
+	struct sigaction sa = { .sa_handler = note_tid };
+	sigaction(SIGUSR1, &sa, NULL);
+	sigset_t one, old;
+	sigemptyset(&one);
+	sigaddset(&one, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &one, &old);
+	handled_on = 0;
+	kill(getpid(), SIGUSR1);
+	usleep(20000);
+	cr_expect(handled_on == 0, "the signal ran on thread %d, not the application's", (int)handled_on);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	cr_expect(handled_on == (pid_t)syscall(SYS_gettid), "then it runs on the application's thread");
+	cr_assert(um_munmap(m, 65536) == 0);
+	unlink(path);
 }
