@@ -105,6 +105,18 @@ static int verify(const struct head *h, const struct rec *rs, char *why, size_t 
 	return 0;
 }
 
+/* A barrier for n processes forked after this. */
+static pthread_barrier_t *barrier_of(unsigned n)
+{
+	pthread_barrier_t *b = mmap(NULL, sizeof *b, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(b != MAP_FAILED);
+	pthread_barrierattr_t a;
+	pthread_barrierattr_init(&a);
+	pthread_barrierattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+	pthread_barrier_init(b, &a, n);
+	return b;
+}
+
 /* One process: its threads, then the check of everything in memory. */
 static int child(const char *path, pthread_barrier_t *all)
 {
@@ -153,11 +165,7 @@ Test(share, four_processes_two_threads_one_file_under_a_small_budget, .timeout =
 	cr_assert(fd >= 0);
 	cr_assert(ftruncate(fd, (off_t)FILE_SIZE) == 0);
 	close(fd);
-	pthread_barrier_t *all = mmap(NULL, sizeof *all, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	pthread_barrierattr_t a;
-	pthread_barrierattr_init(&a);
-	pthread_barrierattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-	pthread_barrier_init(all, &a, PROCS);
+	pthread_barrier_t *all = barrier_of(PROCS);
 	pid_t pids[PROCS];
 	for (int p = 0; p < PROCS; p++) {
 		pids[p] = fork();
@@ -185,6 +193,19 @@ Test(share, four_processes_two_threads_one_file_under_a_small_budget, .timeout =
 
 #define BIG (16UL << 20)
 #define FILE_BUDGET (2UL << 20)
+
+/* A BIG-byte file whose i-th 8-byte word is i, at path (a mkstemp template). */
+static void make_big_file(char *path)
+{
+	int fd = mkstemp(path);
+	cr_assert(fd >= 0);
+	uint64_t *w = malloc(BIG);
+	for (uint64_t i = 0; i < BIG / 8; i++)
+		w[i] = i;
+	cr_assert(write(fd, w, BIG) == (ssize_t)BIG);
+	free(w);
+	close(fd);
+}
 
 static int budget_setter(const char *path, pthread_barrier_t *all)
 {
@@ -228,19 +249,8 @@ static int scanner(const char *path, pthread_barrier_t *all)
 Test(share, a_file_budget_set_in_one_process_bounds_the_others, .timeout = 0)
 {
 	char path[] = "/tmp/ummap-budget-XXXXXX";
-	int fd = mkstemp(path);
-	cr_assert(fd >= 0);
-	uint64_t *w = malloc(BIG);
-	for (uint64_t i = 0; i < BIG / 8; i++)
-		w[i] = i;
-	cr_assert(write(fd, w, BIG) == (ssize_t)BIG);
-	free(w);
-	close(fd);
-	pthread_barrier_t *all = mmap(NULL, sizeof *all, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	pthread_barrierattr_t a;
-	pthread_barrierattr_init(&a);
-	pthread_barrierattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-	pthread_barrier_init(all, &a, 2);
+	make_big_file(path);
+	pthread_barrier_t *all = barrier_of(2);
 	pid_t setter = fork();
 	if (setter == 0)
 		_exit(budget_setter(path, all));
@@ -289,19 +299,8 @@ static int reader(const char *path, pthread_barrier_t *all, int out)
 Test(share, two_processes_that_read_a_file_hold_one_copy, .timeout = 0)
 {
 	char path[] = "/tmp/ummap-once-XXXXXX";
-	int fd = mkstemp(path);
-	cr_assert(fd >= 0);
-	uint64_t *w = malloc(BIG);
-	for (uint64_t i = 0; i < BIG / 8; i++)
-		w[i] = i;
-	cr_assert(write(fd, w, BIG) == (ssize_t)BIG);
-	free(w);
-	close(fd);
-	pthread_barrier_t *all = mmap(NULL, sizeof *all, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	pthread_barrierattr_t a;
-	pthread_barrierattr_init(&a);
-	pthread_barrierattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-	pthread_barrier_init(all, &a, 2);
+	make_big_file(path);
+	pthread_barrier_t *all = barrier_of(2);
 	int pipefd[2];
 	cr_assert(pipe(pipefd) == 0);
 	pid_t pids[2];
