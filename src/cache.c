@@ -421,14 +421,20 @@ struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *
 		cache_free(c);
 		return NULL;
 	}
-	char path[64];
-	snprintf(path, sizeof path, "/proc/self/fd/%d", c->c_store->fd);
-	c->c_wd = inotify_add_watch(um.inotify, path, IN_MODIFY | IN_ATTRIB);
+	cache_watch(c);
 	/* Shared with other processes only where stores can be tracked in
 	 * all of them (write-protect).  The size just read is the newest. */
 	if (um.wp && svc_open(c, c->c_store->fd) == 0)
 		cache_set_size(c, (uint64_t)st->st_size);
 	return c;
+}
+
+/* Watch c's file for a change of size made behind ummap's back. */
+void cache_watch(struct um_cache *c)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/self/fd/%d", c->c_store->fd);
+	c->c_wd = inotify_add_watch(um.inotify, path, IN_MODIFY | IN_ATTRIB);
 }
 
 /* The service's answer to OPEN: its memfds for the file's cache. */

@@ -266,12 +266,12 @@ static void child_close_engine_fds(void)
 }
 
 /*
- * The child's own engine for its file mappings: a userfaultfd of its own
- * with the regions registered again, its own fault and writeback threads,
- * and the service told about it, so that the parent's writeback
- * write-protects the child's mappings too.  Only caches shared through
- * the service can be: 0, or -errno (the child then fences its file
- * mappings, fork_child).
+ * The child's own engine for its file and shared anonymous mappings: a
+ * userfaultfd of its own with the regions registered again, its own fault
+ * and writeback threads, and the service told about it, so that the
+ * parent's writeback and swap-out write-protect the child's mappings too.
+ * Only caches shared through the service can be: 0, or -errno (the child
+ * then fences those mappings, fork_child).
  */
 static int child_restart(void)
 {
@@ -291,11 +291,8 @@ static int child_restart(void)
 		c->c_wd = -1;
 		if (!c->c_shared || svc_open(c, c->c_store ? c->c_store->fd : c->c_statefd))
 			return -ENOTCONN;
-		if (!c->c_store)
-			continue;
-		char path[64];
-		snprintf(path, sizeof path, "/proc/self/fd/%d", c->c_store->fd);
-		c->c_wd = inotify_add_watch(um.inotify, path, IN_MODIFY | IN_ATTRIB);
+		if (c->c_store)
+			cache_watch(c);
 	}
 	for (size_t i = 0; i < um.nregions; i++) {
 		struct um_region *r = &um.regions[i];

@@ -237,6 +237,7 @@ int uffd_register(struct um_region *r);
 struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *err);
 struct um_cache *cache_new_anon(uint64_t len, bool shared, int *err);
 int cache_shared_by_service(struct um_cache *c, int memfd, int statefd); /* 0 or errno */
+void cache_watch(struct um_cache *c); /* inotify on a file cache's file */
 int cache_put(struct um_cache *c); /* drop a region's reference; 0 or -errno */
 void cache_free(struct um_cache *c);
 void cache_lock(struct um_cache *c);	/* the cache's own lock, if shared */

@@ -397,10 +397,13 @@ int evict_for(struct um_cache *c, uint64_t need, uint64_t busy_off, uint64_t bus
 		over = true;
 	anon_refresh(false);
 	uint64_t budget = um.cfg.budget > um.anon ? um.cfg.budget - um.anon : 0;
-	for (int round = 0; round < rounds && cache_resident_all() + need > budget; round++)
-		for (struct um_cache *v = um.caches; v && cache_resident_all() + need > budget; v = v->c_next)
-			sweep(v, cache_resident_all() + need - budget, busy_off, busy_len, c, round > 0);
-	return over || cache_resident_all() + need > budget ? -ENOMEM : 0;
+	/* Summed once (a walk over every cache), then less what each sweep
+	 * frees. */
+	uint64_t resident = cache_resident_all();
+	for (int round = 0; round < rounds && resident + need > budget; round++)
+		for (struct um_cache *v = um.caches; v && resident + need > budget; v = v->c_next)
+			resident -= sweep(v, resident + need - budget, busy_off, busy_len, c, round > 0);
+	return over || resident + need > budget ? -ENOMEM : 0;
 }
 
 /* The error a region has not yet reported, consumed (errseq-like). */
