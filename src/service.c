@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,15 +140,26 @@ static int svc_spawn(void)
 	if (access(path, X_OK) < 0)
 		return -errno;
 	char *argv[] = { "ummap", "service", "--daemon", NULL };
-	/* fork without SIGCHLD; the child only execs (async-signal-safe). */
+	/* A helper forked without an exit signal, so the application sees no
+	 * SIGCHLD and its wait() cannot take it.  The helper must not exec
+	 * itself (execve resets the exit signal to SIGCHLD): its own child
+	 * execs the starter, and it passes on that one's status.  Raw system
+	 * calls only (async-signal-safe). */
 	long pid = syscall(SYS_clone, 0UL, NULL, NULL, NULL, NULL);
 	if (pid < 0)
 		return -errno;
 	if (pid == 0) {
-		syscall(SYS_execve, path, argv, environ);
-		syscall(SYS_exit_group, 127);
+		long starter = syscall(SYS_clone, (unsigned long)SIGCHLD, NULL, NULL, NULL, NULL);
+		if (starter == 0) {
+			syscall(SYS_execve, path, argv, environ);
+			syscall(SYS_exit_group, 127);
+		}
+		int sst = 0;
+		if (starter < 0 || syscall(SYS_wait4, starter, &sst, 0, NULL) != starter)
+			syscall(SYS_exit_group, 126);
+		syscall(SYS_exit_group, WIFEXITED(sst) ? WEXITSTATUS(sst) : 125);
 	}
-	int st;
+	int st = -1; /* (not a status that says success) */
 	while (waitpid((pid_t)pid, &st, __WCLONE) < 0 && errno == EINTR)
 		;
 	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -ENOEXEC;

@@ -306,3 +306,38 @@ Test(security, a_cache_is_given_only_for_a_descriptor_of_its_file)
 	unlink(pa);
 	unlink(pb);
 }
+
+static volatile int sigchld_seen;
+
+static void on_sigchld(int sig)
+{
+	sigchld_seen++;
+}
+
+Test(service, is_started_unseen_by_the_application)
+{
+	/* With no service running, the first writable mapping starts one: it
+	 * answers at once (what a process killed right after needs), and the
+	 * application sees no SIGCHLD and has no child to wait for. */
+	pid_t svc = 0;
+	if (service_answers(geteuid(), &svc)) {
+		kill(svc, SIGKILL);
+		for (int i = 0; i < 500 && service_answers(geteuid(), NULL); i++)
+			usleep(10000);
+	}
+	cr_assert(!service_answers(geteuid(), NULL), "the old service is gone");
+	struct sigaction sa = { .sa_handler = on_sigchld };
+	sigaction(SIGCHLD, &sa, NULL);
+	char path[] = "/tmp/ummap-start.XXXXXX";
+	int fd = mkstemp(path);
+	cr_assert(fd >= 0 && ftruncate(fd, 1 * MiB) == 0);
+	char *f = um_mmap(NULL, 1 * MiB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert(f != MAP_FAILED);
+	cr_expect(service_answers(geteuid(), NULL), "a service was started and answers");
+	usleep(50000);
+	cr_expect(sigchld_seen == 0, "the application saw %d SIGCHLD", sigchld_seen);
+	cr_expect(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD, "the application has no child to wait for");
+	cr_assert(um_munmap(f, 1 * MiB) == 0);
+	close(fd);
+	unlink(path);
+}
