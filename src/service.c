@@ -11,8 +11,9 @@
  *
  * Starting it must not disturb the application: the helper process is
  * cloned without an exit signal (no SIGCHLD, invisible to the
- * application's wait()), runs only execve, and is reaped here; the service
- * detaches itself and has bound its socket by the time the helper exits.
+ * application's wait()), runs only raw system calls (its own child execs
+ * the starter, see svc_spawn), and is reaped here; the service detaches
+ * itself and has bound its socket by the time the helper exits.
  */
 #include <errno.h>
 #include <poll.h>
