@@ -152,6 +152,8 @@ static void protect_private(bool on)
 			.mode = on ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
 		};
 		ioctl(um.uffd, UFFDIO_WRITEPROTECT, &wp);
+		if (!on)
+			uffd_reprotect(r); /* pages given MADV_FREE stay protected */
 		if (on && um.fork_pipe[0] < 0 && pipe2(um.fork_pipe, O_CLOEXEC) < 0)
 			um.fork_pipe[0] = um.fork_pipe[1] = -1;
 	}

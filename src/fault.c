@@ -104,7 +104,10 @@ static uint64_t prepare_page(struct um_region *r, uint64_t p, bool written)
 /*
  * Map the present pages of region r between addresses [start, end), in
  * runs of one mode.  `wpage` (the page written by a write fault, or 0) goes
- * in writable and dirty.
+ * in writable and dirty.  A run the kernel refuses (the region map and its
+ * VMAs disagree: CONTINUE must stay within one registered VMA) is retried
+ * page by page, so that a mismatch costs speed, never a fault that is
+ * served forever without being resolved.
  */
 static void map_pages(struct um_region *r, uintptr_t start, uintptr_t end, uintptr_t wpage)
 {
@@ -124,7 +127,9 @@ static void map_pages(struct um_region *r, uintptr_t start, uintptr_t end, uintp
 				break;
 			b += UM_PAGE;
 		}
-		map_run(a, b, mode);
+		if (map_run(a, b, mode) < 0 && b - a > UM_PAGE)
+			for (uintptr_t x = a; x < b; x += UM_PAGE)
+				map_run(x, x + UM_PAGE, mode);
 		a = b;
 	}
 }
@@ -139,16 +144,7 @@ static void on_wp_fault(struct um_region *r, uintptr_t page)
 {
 	struct um_cache *c = r->r_cache;
 	uint64_t p0 = (r->r_off + (page - r->r_start)) / UM_PAGE;
-	if (p0 >= c->c_wext / UM_PAGE || !(c->c_pstate[p0] & PG_PRESENT)) {
-		/* The page was evicted between the store's fault and now (the
-		 * punch unmapped it): the retried store faults it in again.
-		 * The run of first stores is not extended by this one.  (Any
-		 * mapping left is dropped, so that the retry cannot find the
-		 * page write-protected again.) */
-		sys_madvise((void *)page, UM_PAGE, MADV_DONTNEED);
-		wake(page);
-		return;
-	}
+	c->c_pstate[p0] |= PG_REF; /* (a hot page stays mapped: faults alone tell) */
 	/* (Never 0: a window of no page would lift no protection, and the
 	 * retried store would fault here again, forever.) */
 	uint64_t win = page == r->r_wp_next && r->r_wp_win ? r->r_wp_win * 2 : 1;
@@ -252,11 +248,19 @@ static void on_fault(const struct uffd_msg *m)
 			wake(page);
 		return;
 	}
-	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
-		on_wp_fault(r, page);
-		return;
-	}
 	uint64_t off = r->r_off + (page - r->r_start);
+	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+		if (off < c->c_wext && (c->c_pstate[off / UM_PAGE] & PG_PRESENT)) {
+			on_wp_fault(r, page);
+			return;
+		}
+		/* Evicted between the store's fault and now: the punch left
+		 * the kernel's write-protect marker, on which the retried
+		 * store would fault here again.  Served as a write fault on a
+		 * missing page instead: filled, dirtied, mapped writable
+		 * (UFFDIO_CONTINUE replaces the marker). */
+		flags |= UFFD_PAGEFAULT_FLAG_WRITE;
+	}
 	uint64_t rend = r->r_off + (r->r_end - r->r_start);
 	if (c->c_store && off >= um_pgup(c->c_size)) {
 		cache_refresh_size(c);

@@ -145,7 +145,8 @@ struct um_region {
 	uint64_t r_off;		  /* cache offset of r_start */
 	enum um_kind r_kind;
 	int r_prot;
-	bool r_maywrite;	/* PROT_WRITE allowed (fd opened for writing) */
+	bool r_maywrite;	/* PROT_WRITE allowed (fd opened for writing, not sealed) */
+	bool r_mayexec;		/* PROT_EXEC allowed (not a noexec mount) */
 	bool r_wp;		/* registered for write-protect tracking */
 	bool r_locked;
 	bool r_dontfork;		/* MADV_DONTFORK: absent from a fork child */
@@ -186,7 +187,7 @@ struct um_engine {
 	struct um_config cfg;
 	struct um_cache *held[4]; /* shared caches whose lock this thread holds */
 	int nheld;
-	bool remapping;		/* um_mremap moves regions: keep their pages */
+	bool remapping;		/* um_mremap moves regions: keep their pages, dirty */
 	int fork_pipe[2];	/* a fork child says it has copied its private memory */
 	uint64_t anon;		/* private anonymous bytes resident, sampled */
 	uint64_t anon_at;	/* when (CLOCK_MONOTONIC ns) */
@@ -232,6 +233,7 @@ int region_split_at(uintptr_t addr);
 void drop_unmapped(struct um_cache *c, uint64_t off, uint64_t len);
 void mapping_put(struct um_mapping *m); /* drop a region's reference */
 int uffd_register(struct um_region *r);
+void uffd_reprotect(struct um_region *r); /* after the kernel dropped its WP bits */
 
 /* cache.c */
 struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *err);

@@ -23,6 +23,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "compat.h"
@@ -67,6 +68,37 @@ static void populate(void *p, size_t len, int prot, int flags)
 		sys_madvise(p, len, adv);
 }
 
+/*
+ * Map region r's cache (offset off) over r's range, registered before any
+ * access can reach it: mapped PROT_NONE, registered, then given r_prot.  An
+ * access in between raises SIGSEGV, as before the call returns; shmem
+ * itself never serves it (that would put a page of zeros in the cache, or
+ * take a store unseen).  mflags: MAP_SHARED or MAP_PRIVATE and extras.
+ */
+static int map_registered(struct um_region *r, int mflags, uint64_t off)
+{
+	void *p = (void *)r->r_start;
+	size_t len = r->r_end - r->r_start;
+	if (sys_mmap(p, len, PROT_NONE, MAP_FIXED | mflags, r->r_cache->c_memfd, (off_t)off) == MAP_FAILED)
+		return -errno;
+	int e = uffd_register(r);
+	if (!e && r->r_prot != PROT_NONE && sys_mprotect(p, len, r->r_prot) < 0)
+		e = -errno;
+	return e;
+}
+
+/* What the kernel would allow a later mprotect of a mapping of fd: write
+ * (a shared mapping needs a descriptor open for writing and a file not
+ * sealed against writes), exec (not on a noexec mount). */
+static void file_may(struct um_region *r, int fd, bool shared)
+{
+	int acc = fcntl(fd, F_GETFL) & O_ACCMODE;
+	int seals = fcntl(fd, F_GET_SEALS);
+	struct statvfs sv;
+	r->r_maywrite = !shared || (acc == O_RDWR && (seals < 0 || !(seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))));
+	r->r_mayexec = fstatvfs(fd, &sv) < 0 || !(sv.f_flag & ST_NOEXEC);
+}
+
 void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
 {
 	if (um_init())
@@ -83,6 +115,7 @@ void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offs
 		if (p != MAP_FAILED && anon) {
 			struct um_region r = { .r_start = (uintptr_t)p, .r_end = (uintptr_t)p + um_pgup(length),
 					       .r_kind = UM_ANON_KERNEL, .r_prot = prot, .r_maywrite = true,
+					       .r_mayexec = true,
 					       .r_ra_max = UINT64_MAX };
 			um_lock();
 			region_remove_range(r.r_start, r.r_end);
@@ -109,7 +142,7 @@ void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offs
 		.r_end = (uintptr_t)p + len,
 		.r_off = anon ? 0 : (uint64_t)offset,
 		.r_kind = anon ? (shared ? UM_ANON_SHARED : UM_ANON_PRIVATE) : shared ? UM_FILE_SHARED : UM_FILE_PRIVATE,
-		.r_prot = prot,
+		.r_prot = prot & (PROT_READ | PROT_WRITE | PROT_EXEC), /* (mmap ignores the others) */
 		.r_locked = flags & MAP_LOCKED,
 		.r_advice = MADV_NORMAL,
 		.r_ra_max = UINT64_MAX,
@@ -122,11 +155,10 @@ void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offs
 	}
 	if (anon) {
 		c = cache_new_anon(len, shared, &err);
-		r.r_maywrite = true;
+		r.r_maywrite = r.r_mayexec = true;
 	} else {
-		int acc = fcntl(fd, F_GETFL) & O_ACCMODE;
-		r.r_maywrite = !shared || acc == O_RDWR;
-		c = cache_get(fd, &st, shared && acc == O_RDWR, &err);
+		file_may(&r, fd, shared);
+		c = cache_get(fd, &st, shared && (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR, &err);
 	}
 	if (!c)
 		goto undo;
@@ -136,12 +168,8 @@ void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offs
 	r.r_wb_seen = c->c_wb_seq;
 	/* Private anonymous memory too maps its memfd shared: no one else maps
 	 * it, and its pages can then be evicted by punching. */
-	int mflags = MAP_FIXED | (shared || anon ? MAP_SHARED : MAP_PRIVATE) | (flags & MAP_NORESERVE);
-	if (sys_mmap(p, len, prot, mflags, c->c_memfd, (off_t)r.r_off) == MAP_FAILED) {
-		err = errno;
-		goto undo_cache;
-	}
-	if ((err = -uffd_register(&r)))
+	int mflags = (shared || anon ? MAP_SHARED : MAP_PRIVATE) | (flags & MAP_NORESERVE);
+	if ((err = -map_registered(&r, mflags, r.r_off)))
 		goto undo_cache;
 	if ((err = -region_insert(&r)))
 		goto undo_cache;
@@ -192,19 +220,23 @@ int um_munmap(void *addr, size_t length)
 }
 
 /*
- * The memfd is writable, so the kernel would allow on ummap's VMA what it
- * refuses on a shared mapping of a file opened read-only (PROT_WRITE,
- * MADV_REMOVE).  The address of the first such region in [s, e), or 0: the
- * call is then made up to there and fails with EACCES, as the kernel's walk
- * over the VMAs would.
+ * The memfd is writable and executable, so the kernel would allow on
+ * ummap's VMA what it refuses on the file's own (mprotect's VM_MAYWRITE
+ * and VM_MAYEXEC checks): PROT_WRITE on a shared mapping of a file opened
+ * read-only or sealed against writes, PROT_EXEC on a noexec mount,
+ * MADV_REMOVE.  The address of the first region of [s, e) that refuses
+ * prot, or 0: the call is then made up to there and fails with EACCES, as
+ * the kernel's walk over the VMAs would.
  */
-static uintptr_t first_readonly_shared(uintptr_t s, uintptr_t e)
+static uintptr_t first_denied(uintptr_t s, uintptr_t e, int prot)
 {
-	if ((s & (UM_PAGE - 1)) || s >= e)
+	if ((s & (UM_PAGE - 1)) || s >= e || !(prot & (PROT_WRITE | PROT_EXEC)))
 		return 0; /* EINVAL, or nothing to do, comes first */
-	for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < e; i++)
-		if (!um.regions[i].r_maywrite)
-			return um.regions[i].r_start > s ? um.regions[i].r_start : s;
+	for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < e; i++) {
+		const struct um_region *r = &um.regions[i];
+		if (((prot & PROT_WRITE) && !r->r_maywrite) || ((prot & PROT_EXEC) && !r->r_mayexec))
+			return r->r_start > s ? r->r_start : s;
+	}
 	return 0;
 }
 
@@ -249,10 +281,12 @@ int um_mprotect(void *addr, size_t length, int prot)
 		return sys_mprotect(addr, length, prot);
 	uintptr_t s = (uintptr_t)addr, e = s + um_pgup(length);
 	um_lock();
-	uintptr_t deny = (prot & PROT_WRITE) ? first_readonly_shared(s, e) : 0;
-	int rc = deny ? (deny > s ? sys_mprotect(addr, deny - s, prot) : 0) : sys_mprotect(addr, length, prot);
+	uintptr_t deny = first_denied(s, e, prot), stop = deny ? deny : e;
+	int rc = !deny ? sys_mprotect(addr, length, prot) : deny > s ? sys_mprotect(addr, deny - s, prot) : 0;
 	int err = rc < 0 ? errno : deny ? EACCES : 0;
-	uintptr_t done = deny ? (rc < 0 ? s : deny) : (rc < 0 ? (err == ENOMEM ? first_hole(s, e) : s) : e);
+	/* The kernel changes VMA by VMA: a hole (ENOMEM) stops it where the
+	 * VMAs before it already have the new protection. */
+	uintptr_t done = rc < 0 ? (err == ENOMEM ? first_hole(s, stop) : s) : stop;
 	if (done > s && !region_split_at(s) && !region_split_at(done))
 		for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < done; i++)
 			um.regions[i].r_prot = prot;
@@ -498,9 +532,10 @@ int um_madvise(void *addr, size_t length, int advice)
  * The kernel places a moved range by copying its VMA, which merges with a
  * neighbour at the destination when they continue each other (same memfd,
  * adjacent offsets, same flags, still registered), and only then drops the
- * registration of the result: the neighbour loses it too.  Register it
- * again, and unmap its shared pages so that they come back through the
- * fault path write-protected (their write-protect bits went with it).
+ * registration of the result: the neighbour loses it too.  The moved range
+ * is fenced (PROT_NONE) meanwhile, so only a PROT_NONE neighbour can merge
+ * with it, which nothing can touch until it is registered again here, and
+ * its write protection restored.
  */
 static void reregister_merged(struct um_region *moved, struct um_region *nb)
 {
@@ -511,8 +546,7 @@ static void reregister_merged(struct um_region *moved, struct um_region *nb)
 	if (!before && !after)
 		return;
 	uffd_register(nb);
-	if (nb->r_wp)
-		sys_madvise((void *)nb->r_start, nb->r_end - nb->r_start, MADV_DONTNEED);
+	uffd_reprotect(nb);
 }
 
 /* Does a region of c map [from, to), or does c hold pages there? */
@@ -555,9 +589,9 @@ static int private_relocate(struct um_region *r, uint64_t keep)
 		c->c_pstate[q] = PG_PRESENT | PG_REF;
 		c->c_sh->resident += UM_PAGE;
 	}
-	if (sys_mmap((void *)r->r_start, len, r->r_prot, MAP_FIXED | MAP_SHARED | MAP_NORESERVE, c->c_memfd,
-		     (off_t)noff) == MAP_FAILED)
-		return -errno;
+	int e2 = map_registered(r, MAP_SHARED | MAP_NORESERVE, noff);
+	if (e2)
+		return e2;
 	r->r_off = noff;
 	return 0;
 }
@@ -603,6 +637,88 @@ static void dontunmap_private(const struct um_region *moved, size_t n, uintptr_t
 	}
 }
 
+/*
+ * A move drops the registration of the moved VMA (UFFD_FEATURE_EVENT_REMAP
+ * would keep it, but makes mremap wait until the fault thread reads an
+ * event, while the fault thread may wait for um.lock), and with it the
+ * write-protect bits of its pages.  Until the moved range is registered and
+ * protected again at its destination, no access may reach it: the regions
+ * of [os, oe) are fenced, PROT_NONE, across the call (on), then given their
+ * protection back (off).
+ */
+static void fence(const struct um_region *moved, size_t n, uintptr_t os, uintptr_t oe, bool on)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct um_region *r = &moved[i];
+		if (r->r_kind == UM_ANON_KERNEL || r->r_prot == PROT_NONE)
+			continue;
+		uintptr_t a = r->r_start > os ? r->r_start : os, b = r->r_end < oe ? r->r_end : oe;
+		if (a < b)
+			sys_mprotect((void *)a, b - a, on ? PROT_NONE : r->r_prot);
+	}
+}
+
+/*
+ * Is [os, oe) one VMA as far as the fence can tell?  PROT_NONE would merge
+ * neighbours that differ only in protection, which the kernel must see as
+ * two VMAs (it moves several at once only since Linux 6.17, and never
+ * userfaultfd-registered ones); gaps (holes, kernel memory) make several
+ * VMAs too.  Such calls go to the kernel unfenced: it refuses to move
+ * registered VMAs among several, and moves unregistered ones, which need
+ * no fence.
+ */
+static bool one_vma(const struct um_region *moved, size_t n, uintptr_t os, uintptr_t oe)
+{
+	uintptr_t a = os;
+	for (size_t i = 0; i < n; i++) {
+		if (moved[i].r_start > a || (i && moved[i].r_prot != moved[i - 1].r_prot))
+			return false;
+		a = moved[i].r_end;
+	}
+	return a >= oe;
+}
+
+/* The regions of [os, oe) (old_size 0: the one at os) as they are after a
+ * successful mremap to [ns, ns+nlen): each at the same distance from the
+ * start, the one that reaches the old end grown if the mapping grew, all
+ * cut at the new end; registered and protected again, and given their
+ * protection back if fenced. */
+static void place_moved(const struct um_region *moved, size_t n, uintptr_t os, uintptr_t oe, size_t old_size,
+			uintptr_t ns, uint64_t nlen, bool fenced)
+{
+	uint64_t olen = old_size ? oe - os : 0;
+	for (size_t i = 0; i < n; i++) {
+		struct um_region r = moved[i];
+		uintptr_t a = r.r_start < os ? os : r.r_start, b = r.r_end > oe ? oe : r.r_end;
+		if (!old_size)
+			b = a;
+		r.r_off += a - r.r_start;
+		r.r_start = ns + (a - os);
+		r.r_end = ns + (b - os);
+		if ((b == oe || !old_size) && nlen > olen)
+			r.r_end = ns + nlen; /* the kernel grew the VMA at the end */
+		if (r.r_end > ns + nlen)
+			r.r_end = ns + nlen;
+		if (r.r_start >= r.r_end)
+			continue;
+		r.r_ra_win = 0;
+		/* A file's cache and private anonymous memory grow with their
+		 * mappings; a shared anonymous object keeps its size, as shmem
+		 * does, so the grown part raises SIGBUS. */
+		struct um_cache *c = r.r_cache;
+		if (c && c->c_store)
+			cache_extend(c, r.r_off + (r.r_end - r.r_start));
+		else if (c && c->c_private && r.r_end - r.r_start > b - a)
+			private_grow(&r, b - a);
+		uffd_register(&r);
+		if (ns != os)
+			uffd_reprotect(&r);
+		if (fenced && r.r_prot != PROT_NONE && r.r_kind != UM_ANON_KERNEL)
+			sys_mprotect((void *)r.r_start, r.r_end - r.r_start, r.r_prot);
+		region_insert(&r);
+	}
+}
+
 void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, ...)
 {
 	void *new_address = NULL;
@@ -637,10 +753,10 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 		um_unlock();
 		return fail_ptr(EINVAL);
 	}
-	/* Moved pages lose their write protection until they are mapped
-	 * again below: no other process may clean the cache meanwhile (its
-	 * write-protect request would not reach them).  (Ranges spanning
-	 * several caches, which the kernel refuses to move, take none.) */
+	/* Moved pages are unprotected until they are registered again below:
+	 * no other process may clean the cache meanwhile (its write-protect
+	 * request would not reach them).  (Ranges spanning several caches,
+	 * which the kernel refuses to move, take none.) */
 	struct um_cache *one = NULL;
 	bool several = false;
 	for (size_t i = 0; i < n; i++)
@@ -650,9 +766,15 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 		}
 	if (one && !several)
 		cache_lock(one);
+	bool may_move = (flags & (MREMAP_MAYMOVE | MREMAP_FIXED)) || !old_size;
+	bool fenced = n && may_move && one_vma(moved, n, os, oe);
+	if (fenced)
+		fence(moved, n, os, oe, true);
 	void *p = sys_mremap(old_address, old_size, new_size, flags, new_address);
 	if (p == MAP_FAILED) {
 		int e = errno;
+		if (fenced)
+			fence(moved, n, os, oe, false);
 		free(moved);
 		um_unlock();
 		return fail_ptr(e);
@@ -665,44 +787,25 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 		if (moved[i].r_map)
 			moved[i].r_map->m_refs++;
 	}
-	um.remapping = true; /* the pages move with the regions */
-	if (old_size && !(flags & MREMAP_DONTUNMAP))
+	if (old_size && !(flags & MREMAP_DONTUNMAP)) {
+		um.remapping = true; /* the pages move with the regions */
 		region_remove_range(os, oe);
+		um.remapping = false;
+	}
 	region_remove_range(ns, ns + nlen);
-	um.remapping = false;
 	if (one && !several)
 		cache_lock(one); /* (again, if a mapping replaced at ns took another's) */
+	place_moved(moved, n, os, oe, old_size, ns, nlen, fenced);
+	/* What stayed behind (old_size 0, MREMAP_DONTUNMAP) gets its
+	 * protection back. */
+	if (fenced && (!old_size || (flags & MREMAP_DONTUNMAP)))
+		fence(moved, n, os, oe, false);
 	for (size_t i = 0; i < n; i++) {
-		struct um_region r = moved[i];
-		uintptr_t a = r.r_start < os ? os : r.r_start;
-		r.r_off += a - r.r_start;
-		r.r_start = ns + (a - os);
-		r.r_end = ns + ((r.r_end > oe ? oe : r.r_end) - os);
-		if (i == n - 1 || r.r_end > ns + nlen)
-			r.r_end = ns + nlen;
-		if (r.r_start < r.r_end) {
-			r.r_ra_win = 0;
-			/* A file's cache and private anonymous memory grow with
-			 * their mappings; a shared anonymous object keeps its
-			 * size, as shmem does, so the grown part raises SIGBUS. */
-			struct um_cache *c = r.r_cache;
-			uint64_t oldlen = (moved[i].r_end > oe ? oe : moved[i].r_end) - a;
-			if (c && c->c_store)
-				cache_extend(c, r.r_off + (r.r_end - r.r_start));
-			else if (c && c->c_private && r.r_end - r.r_start > oldlen)
-				private_grow(&r, oldlen);
-			/* Without UFFD_FEATURE_EVENT_REMAP the kernel drops the
-			 * registration (and write-protect bits) of moved pages:
-			 * register again and unmap shared pages so they come back
-			 * through the fault path write-protected. */
-			uffd_register(&r);
-			if (ns != os && r.r_wp)
-				sys_madvise((void *)r.r_start, r.r_end - r.r_start, MADV_DONTNEED);
-			region_insert(&r);
-		}
 		struct um_cache *c = moved[i].r_cache;
-		if (c && c->c_private && c->c_refs > 1)
-			drop_unmapped(c, moved[i].r_off, moved[i].r_end - moved[i].r_start); /* shrunk */
+		/* Pages the mapping no longer maps (it shrank) leave the cache,
+		 * as at munmap. */
+		if (c && (c->c_store || c->c_private) && c->c_refs > 1)
+			drop_unmapped(c, moved[i].r_off, moved[i].r_end - moved[i].r_start);
 		if (c)
 			cache_put(c);
 		mapping_put(moved[i].r_map);

@@ -176,7 +176,8 @@ int region_remove_range(uintptr_t start, uintptr_t end)
 		struct um_cache *c = r->r_cache;
 		if (c) {
 			int e = 0;
-			if (r->r_kind == UM_FILE_SHARED)
+			/* (Moved pages stay dirty: their new region has them.) */
+			if (r->r_kind == UM_FILE_SHARED && !um.remapping)
 				e = wb_range(c, r->r_off, r->r_end - r->r_start);
 			if (e && !err)
 				err = e;
@@ -186,7 +187,7 @@ int region_remove_range(uintptr_t start, uintptr_t end)
 			e = cache_put(c);
 			if (e && !err)
 				err = e;
-			if (!last && (c->c_store || (c->c_private && !um.remapping)))
+			if (!last && !um.remapping && (c->c_store || c->c_private))
 				drop_unmapped(c, r->r_off, r->r_end - r->r_start);
 		}
 		j++;
@@ -215,4 +216,46 @@ int uffd_register(struct um_region *r)
 	if (ioctl(um.uffd, UFFDIO_REGISTER, &reg) < 0)
 		return -errno;
 	return 0;
+}
+
+/* Does page p of r's cache need write protection in r: a clean page of a
+ * write-tracked file region (I2), a page of private anonymous memory given
+ * MADV_FREE (its first store must clear the mark)? */
+static bool wants_wp(const struct um_region *r, uint64_t p)
+{
+	uint8_t s = r->r_cache->c_pstate[p];
+	if (r->r_kind == UM_FILE_SHARED)
+		return r->r_wp && !(s & PG_DIRTY);
+	return r->r_kind == UM_ANON_PRIVATE && (s & PG_LAZYFREE);
+}
+
+/*
+ * Write-protect again, in runs, the pages of r that need it, after the
+ * kernel dropped r's write-protect bits (a move by mremap, a registration
+ * lost to a merge, fork lifting it from private memory).  Pages without a
+ * page-table entry get the kernel's write-protect marker, so nothing needs
+ * to be mapped for this.
+ */
+void uffd_reprotect(struct um_region *r)
+{
+	struct um_cache *c = r->r_cache;
+	if (!c || !REGION_WP(r))
+		return;
+	uint64_t p0 = r->r_off / UM_PAGE, end = (r->r_off + (r->r_end - r->r_start)) / UM_PAGE;
+	if (end > c->c_wext / UM_PAGE)
+		end = c->c_wext / UM_PAGE;
+	for (uint64_t p = p0; p < end;) {
+		bool want = wants_wp(r, p);
+		uint64_t q = p + 1;
+		while (q < end && wants_wp(r, q) == want)
+			q++;
+		if (want) {
+			struct uffdio_writeprotect wp = {
+				.range = { r->r_start + (p - p0) * UM_PAGE, (q - p) * UM_PAGE },
+				.mode = UFFDIO_WRITEPROTECT_MODE_WP,
+			};
+			ioctl(um.uffd, UFFDIO_WRITEPROTECT, &wp);
+		}
+		p = q;
+	}
 }
