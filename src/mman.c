@@ -719,18 +719,116 @@ static void place_moved(const struct um_region *moved, size_t n, uintptr_t os, u
 	}
 }
 
-void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, ...)
+/*
+ * Moving several VMAs at once (Linux 6.17): with MREMAP_FIXED and old_size
+ * equal to new_size, the old range may span several mappings and the gaps
+ * between them, which stay gaps at the destination; it must start mapped.
+ * The kernel refuses it (EFAULT) when a VMA is registered with a
+ * userfaultfd, as ummap's are, so ummap makes the moves itself, one VMA
+ * at a time, where the running kernel would have made them all.
+ */
+static bool kernel_moves_several(void)
 {
-	void *new_address = NULL;
-	if (flags & MREMAP_FIXED) {
-		va_list ap;
-		va_start(ap, flags);
-		new_address = va_arg(ap, void *);
-		va_end(ap);
+	static int known; /* 0: not probed yet, 1: yes, -1: no */
+	if (!known) {
+		/* Three VMAs of its own (the middle one read-only), moved. */
+		uint8_t *p = sys_mmap(NULL, 6 * UM_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		known = -1;
+		if (p != MAP_FAILED) {
+			sys_mprotect(p + UM_PAGE, UM_PAGE, PROT_READ);
+			if (sys_mremap(p, 3 * UM_PAGE, 3 * UM_PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, p + 3 * UM_PAGE) !=
+			    MAP_FAILED)
+				known = 1;
+			sys_munmap(p, 6 * UM_PAGE);
+		}
 	}
-	if (um_init())
-		return sys_mremap(old_address, old_size, new_size, flags, new_address);
-	um_lock();
+	return known > 0;
+}
+
+/* The start of the first VMA ending after a (or UINTPTR_MAX), and its end,
+ * from /proc/self/maps: the VMAs of gaps between ummap's regions are not
+ * ummap's to know otherwise. */
+static uintptr_t next_vma(uintptr_t a, uintptr_t *end)
+{
+	char buf[8192]; /* (a line is at most a path and 80 bytes) */
+	uintptr_t best = UINTPTR_MAX;
+	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return best;
+	size_t have = 0;
+	ssize_t n;
+	while ((n = read(fd, buf + have, sizeof buf - 1 - have)) > 0 || have) {
+		have += n > 0 ? (size_t)n : 0;
+		buf[have] = 0;
+		char *nl = strchr(buf, '\n');
+		if (!nl && n > 0 && have < sizeof buf - 1)
+			continue;
+		if (nl)
+			*nl = 0;
+		char *dash;
+		uintptr_t s = strtoul(buf, &dash, 16), e = *dash == '-' ? strtoul(dash + 1, NULL, 16) : 0;
+		if (e > a) { /* (the lines are sorted) */
+			best = s;
+			*end = e;
+			break;
+		}
+		size_t used = nl ? (size_t)(nl + 1 - buf) : have;
+		memmove(buf, buf + used, have - used);
+		have -= used;
+	}
+	close(fd);
+	return best;
+}
+
+static bool can_move_each(uintptr_t os, size_t old_size, size_t new_size, int flags)
+{
+	uintptr_t end;
+	return (flags & MREMAP_FIXED) && old_size && old_size == new_size && kernel_moves_several() &&
+	       (region_at(os) || next_vma(os, &end) <= os);
+}
+
+/* Move [a, b), which no region of ummap's covers, VMA by VMA. */
+static int move_foreign(uintptr_t a, uintptr_t b, int flags, uintptr_t to)
+{
+	uintptr_t s, e;
+	while (a < b && (s = next_vma(a, &e)) < b) {
+		s = s > a ? s : a;
+		e = e < b ? e : b;
+		if (sys_mremap((void *)s, e - s, e - s, flags, (void *)(to + (s - a))) == MAP_FAILED)
+			return -errno;
+		to += e - a;
+		a = e;
+	}
+	return 0;
+}
+
+static void *remap_locked(void *old_address, size_t old_size, size_t new_size, int flags, void *new_address);
+
+static void *move_each(uintptr_t os, uint64_t len, int flags, uintptr_t ns)
+{
+	/* The destination goes first, gaps included, as the kernel's. */
+	if (sys_munmap((void *)ns, len) < 0)
+		return fail_ptr(errno);
+	region_remove_range(ns, ns + len);
+	for (uintptr_t a = os; a < os + len;) {
+		size_t i = region_find(a);
+		struct um_region *r = i < um.nregions && um.regions[i].r_start < os + len ? &um.regions[i] : NULL;
+		uintptr_t b = !r ? os + len : r->r_start > a ? r->r_start : r->r_end < os + len ? r->r_end : os + len;
+		int e = 0;
+		if (r && r->r_start <= a)
+			e = remap_locked((void *)a, b - a, b - a, flags, (void *)(ns + (a - os))) == MAP_FAILED ? errno : 0;
+		else
+			e = -move_foreign(a, b, flags, ns + (a - os));
+		if (e)
+			return fail_ptr(e); /* (the kernel too may have moved some) */
+		a = b;
+	}
+	return (void *)ns;
+}
+
+/* mremap(2) under um.lock: MAP_FAILED with errno, or the new address. */
+static void *remap_locked(void *old_address, size_t old_size, size_t new_size, int flags, void *new_address)
+{
 	/* The regions that will move (or, for old_size 0, be duplicated), and
 	 * room for the new ones, are taken before the kernel moves anything:
 	 * an allocation afterwards could land in the range just vacated, which
@@ -742,7 +840,6 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 	struct um_region *moved = malloc((n ? n : 1) * sizeof *moved);
 	if (!moved || region_reserve(um.nregions + n + 4)) {
 		free(moved);
-		um_unlock();
 		return fail_ptr(ENOMEM);
 	}
 	memcpy(moved, &um.regions[first], n * sizeof *moved);
@@ -750,7 +847,6 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 	 * old_size 0 on a private mapping; to it ours is shared). */
 	if (!old_size && n && moved[0].r_start <= os && moved[0].r_kind == UM_ANON_PRIVATE) {
 		free(moved);
-		um_unlock();
 		return fail_ptr(EINVAL);
 	}
 	/* Moved pages are unprotected until they are registered again below:
@@ -776,7 +872,8 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 		if (fenced)
 			fence(moved, n, os, oe, false);
 		free(moved);
-		um_unlock();
+		if (e == EFAULT && n && can_move_each(os, old_size, new_size, flags))
+			return move_each(os, um_pgup(old_size), flags, (uintptr_t)new_address);
 		return fail_ptr(e);
 	}
 	uintptr_t ns = (uintptr_t)p;
@@ -820,7 +917,25 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 			reregister_merged(&um.regions[hi - 1], &um.regions[hi]);
 	}
 	free(moved);
+	return p;
+}
+
+void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, ...)
+{
+	void *new_address = NULL;
+	if (flags & MREMAP_FIXED) {
+		va_list ap;
+		va_start(ap, flags);
+		new_address = va_arg(ap, void *);
+		va_end(ap);
+	}
+	if (um_init())
+		return sys_mremap(old_address, old_size, new_size, flags, new_address);
+	um_lock();
+	void *p = remap_locked(old_address, old_size, new_size, flags, new_address);
+	int e = errno;
 	um_unlock();
+	errno = e;
 	return p;
 }
 
