@@ -107,8 +107,8 @@ void mapping_put(struct um_mapping *m)
 }
 
 /*
- * Drop the clean cached pages of [off, off+len) of cache c that no region
- * maps any more.  Nothing keeps them coherent with write(2) to the file
+ * Drop the cached pages of [off, off+len) of cache c that no region maps
+ * any more, written back first.  Nothing keeps them coherent with write(2) to the file
  * while unmapped (ummap does not see it), so the next mapping reads them
  * afresh instead of seeing stale data.  Private anonymous pages no region
  * maps are unreachable: discarded, swapped copies too.
@@ -133,10 +133,15 @@ void drop_unmapped(struct um_cache *c, uint64_t off, uint64_t len)
 			}
 		}
 		if (!covered) {
-			if (c->c_private)
+			if (c->c_private) {
 				cache_discard(c, off, stop - off);
-			else
+			} else {
+				/* What was stored there is file data to read(2)
+				 * now, as with the kernel's page cache. */
+				if (c->c_store)
+					wb_range(c, off, stop - off);
 				evict_range(c, off, stop - off, true);
+			}
 			off = stop;
 		}
 	}
