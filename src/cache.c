@@ -58,7 +58,7 @@ struct um_cache *cache_by_wd(int wd)
 static void *map_states(int fd, uint64_t n, uint64_t off)
 {
 	int fl = fd >= 0 ? MAP_SHARED : MAP_PRIVATE | MAP_ANONYMOUS;
-	return sys_mmap(NULL, n, PROT_READ | PROT_WRITE, fl | MAP_NORESERVE, fd, (off_t)off);
+	return sys_mmap_engine(n, PROT_READ | PROT_WRITE, fl | MAP_NORESERVE, fd, (off_t)off);
 }
 
 /* A fresh header: nothing cached, the lock robust (a process that dies
@@ -367,7 +367,7 @@ static int cache_grow_window(struct um_cache *c)
 	}
 	void *w;
 	if (c->c_win == MAP_FAILED)
-		w = sys_mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, c->c_memfd, 0);
+		w = sys_mmap_engine(want, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, c->c_memfd, 0);
 	else
 		w = sys_mremap(c->c_win, c->c_wext, want, MREMAP_MAYMOVE, NULL);
 	if (w == MAP_FAILED)

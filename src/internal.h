@@ -207,6 +207,7 @@ extern struct um_engine um;
 
 /* sys.c: raw system calls, so a preload shim can never recurse into them. */
 void *sys_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+void *sys_mmap_engine(size_t len, int prot, int flags, int fd, off_t off); /* away from the caller's */
 int sys_munmap(void *addr, size_t len);
 int sys_mprotect(void *addr, size_t len, int prot);
 int sys_madvise(void *addr, size_t len, int advice);

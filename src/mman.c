@@ -787,6 +787,21 @@ static bool can_move_each(uintptr_t os, size_t old_size, size_t new_size, int fl
 	       (region_at(os) || next_vma(os, &end) <= os);
 }
 
+/* Is the VMA at a one of the engine's own (a cache's window, page states
+ * or header)?  The kernel may place them in a gap of the caller's: they
+ * stay, as if the gap were a hole (in a process without ummap it would
+ * be). */
+static bool engine_vma(uintptr_t a)
+{
+	for (struct um_cache *c = um.caches; c; c = c->c_next) {
+		uintptr_t w = (uintptr_t)c->c_win, ps = (uintptr_t)c->c_pstate, sh = (uintptr_t)c->c_sh;
+		if ((c->c_win != MAP_FAILED && a >= w && a < w + c->c_wext) ||
+		    (c->c_pstate != MAP_FAILED && a >= ps && a < ps + c->c_pslen) || (a >= sh && a < sh + UM_STATE_HDR))
+			return true;
+	}
+	return false;
+}
+
 /* Move [a, b), which no region of ummap's covers, VMA by VMA. */
 static int move_foreign(uintptr_t a, uintptr_t b, int flags, uintptr_t to)
 {
@@ -794,7 +809,7 @@ static int move_foreign(uintptr_t a, uintptr_t b, int flags, uintptr_t to)
 	while (a < b && (s = next_vma(a, &e)) < b) {
 		s = s > a ? s : a;
 		e = e < b ? e : b;
-		if (sys_mremap((void *)s, e - s, e - s, flags, (void *)(to + (s - a))) == MAP_FAILED)
+		if (!engine_vma(s) && sys_mremap((void *)s, e - s, e - s, flags, (void *)(to + (s - a))) == MAP_FAILED)
 			return -errno;
 		to += e - a;
 		a = e;
@@ -806,10 +821,8 @@ static void *remap_locked(void *old_address, size_t old_size, size_t new_size, i
 
 static void *move_each(uintptr_t os, uint64_t len, int flags, uintptr_t ns)
 {
-	/* The destination goes first, gaps included, as the kernel's. */
-	if (sys_munmap((void *)ns, len) < 0)
-		return fail_ptr(errno);
-	region_remove_range(ns, ns + len);
+	/* Each VMA replaces what is at its destination; what is opposite a
+	 * gap stays, as with the kernel's. */
 	for (uintptr_t a = os; a < os + len;) {
 		size_t i = region_find(a);
 		struct um_region *r = i < um.nregions && um.regions[i].r_start < os + len ? &um.regions[i] : NULL;

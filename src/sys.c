@@ -17,6 +17,30 @@ void *sys_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 	return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
 }
 
+/*
+ * The engine's own mappings (cache windows, page states, headers) go in a
+ * zone of their own, far below where the kernel places the application's
+ * (top down from below the stack): taken from the top like those, they
+ * would fill the application's holes, where an access must fault, and
+ * which an mremap of several VMAs keeps as holes.  The address is a hint:
+ * where the zone is taken (a sanitizer's shadow memory), the kernel places
+ * the mapping as usual.  The gap after each lets it grow in place.
+ */
+#define ENGINE_ZONE (1UL << 44)		/* 16 TiB */
+#define ENGINE_ZONE_END (1UL << 46)	/* 64 TiB */
+#define ENGINE_GAP (64UL << 20)
+void *sys_mmap_engine(size_t len, int prot, int flags, int fd, off_t off)
+{
+	static uintptr_t next = ENGINE_ZONE;
+	uintptr_t step = ((len + (2UL << 20) - 1) & ~((2UL << 20) - 1)) + ENGINE_GAP;
+	uintptr_t at = __atomic_fetch_add(&next, step, __ATOMIC_RELAXED);
+	if (at + step > ENGINE_ZONE_END) {
+		__atomic_store_n(&next, ENGINE_ZONE, __ATOMIC_RELAXED);
+		at = 0;
+	}
+	return sys_mmap((void *)at, len, prot, flags, fd, off);
+}
+
 int sys_munmap(void *addr, size_t len) { return (int)syscall(SYS_munmap, addr, len); }
 int sys_mprotect(void *addr, size_t len, int prot) { return (int)syscall(SYS_mprotect, addr, len, prot); }
 int sys_madvise(void *addr, size_t len, int advice) { return (int)syscall(SYS_madvise, addr, len, advice); }
