@@ -1,0 +1,395 @@
+/*
+ * test_windows.c - the windows where a mapping is reachable before ummap
+ * knows it, or where ummap's region map and the kernel's VMAs disagree:
+ * bytes nobody wrote, stores lost, stores that never return.
+ *
+ * Two kinds of test:
+ *  - differential scenarios (tests/lib/diff.h): the same calls on the
+ *    kernel and on ummap, every return value, errno, signal and byte
+ *    compared.  A run that hangs is killed by the harness (DIFF_TIMEOUT)
+ *    and shows as a divergence in how the child ended;
+ *  - threaded stress runs, which check a rule the kernel keeps (a read of a
+ *    mapped page sees a byte someone wrote; a store reaches the file).  Each
+ *    runs in a forked child that reports its progress in shared memory; the
+ *    parent waits for it (guarded()), and only if the child has not ended
+ *    after GUARD_SECS does it kill it and fail with the progress made, so a
+ *    hang is a failure and nothing is timed on the way to a pass.
+ *
+ * Built with -DDIFF_KERNEL_ONLY, every call goes to the kernel: each test
+ * must pass there, which is how the tests themselves are checked:
+ *   cc -std=c11 -D_GNU_SOURCE -DDIFF_KERNEL_ONLY -pthread -Iinclude -Isrc \
+ *      -Itests/lib -o build/test_windows_kernel tests/test_windows.c \
+ *      tests/lib/diff.c tests/lib/fds.c -lcriterion
+ * WINDOWS_VERBOSE=1 prints the counts of the stress runs.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef DIFF_KERNEL_ONLY
+#include <ummap.h>
+#endif
+
+#include "diff.h"
+
+#define PG DIFF_PG
+
+static const struct mm_ops *o = &ummap_ops;
+
+/* ------------------------------------------------ guarded stress runs */
+
+/* What a stress run reports to the parent, in memory shared with it. */
+struct report {
+	atomic_long steps;	/* progress: iterations done */
+	long total;		/* iterations planned */
+	atomic_long checked;	/* observations that count */
+	atomic_long bad;	/* of which broke the rule */
+	atomic_long bad_aside;	/* of which were of a kind of their own (see each) */
+	atomic_long other;	/* a second count of the run's own (see each) */
+	atomic_int setup_err;	/* errno of a failed set-up call, 0 if none */
+	char first[160];	/* the first bad observation, described */
+	atomic_flag first_taken;
+};
+
+#define GUARD_SECS 120
+
+static void report_bad(struct report *rep, const char *fmt, long a, long b)
+{
+	atomic_fetch_add(&rep->bad, 1);
+	if (!atomic_flag_test_and_set(&rep->first_taken))
+		snprintf(rep->first, sizeof rep->first, fmt, a, b);
+}
+
+static void setup_failed(struct report *rep, int err)
+{
+	int zero = 0;
+	atomic_compare_exchange_strong(&rep->setup_err, &zero, err ? err : -1);
+}
+
+/*
+ * Runs fn in a forked child and waits for it to end: until the child
+ * closes its end of a pipe (by exiting or dying).  After GUARD_SECS
+ * without that, the child is killed and the test fails with the progress
+ * it had made.  Returns the report (kernel memory, shared) on a clean exit.
+ */
+static struct report *guarded(const char *what, void (*fn)(struct report *), long total)
+{
+	struct report *rep = mmap(NULL, sizeof *rep, PROT_READ | PROT_WRITE,
+				  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(rep != MAP_FAILED, "mmap: %s", strerror(errno));
+	memset(rep, 0, sizeof *rep);
+	rep->total = total;
+	int pfd[2];
+	cr_assert(pipe(pfd) == 0, "pipe: %s", strerror(errno));
+	fflush(NULL);
+	pid_t pid = fork();
+	cr_assert(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		close(pfd[0]);
+		fn(rep);
+		_exit(0);
+	}
+	close(pfd[1]);
+	struct pollfd pf = { .fd = pfd[0], .events = POLLIN };
+	int n;
+	while ((n = poll(&pf, 1, GUARD_SECS * 1000)) < 0 && errno == EINTR)
+		;
+	close(pfd[0]);
+	if (n == 0)
+		kill(pid, SIGKILL);
+	int st = 0;
+	waitpid(pid, &st, 0);
+	cr_assert(n != 0, "%s: hung (killed after %d s) at step %ld of %ld, "
+		  "%ld bad so far", what, GUARD_SECS, atomic_load(&rep->steps),
+		  rep->total, atomic_load(&rep->bad));
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		  "%s: the child ended with %s %d at step %ld of %ld", what,
+		  WIFEXITED(st) ? "exit" : "signal",
+		  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st),
+		  atomic_load(&rep->steps), rep->total);
+	cr_assert(atomic_load(&rep->setup_err) == 0, "%s: set-up failed: %s",
+		  what, strerror(atomic_load(&rep->setup_err)));
+	if (getenv("WINDOWS_VERBOSE"))
+		fprintf(stderr, "%s (%s): %ld steps, %ld checked, %ld bad, %ld other\n",
+			what, o->name, atomic_load(&rep->steps),
+			atomic_load(&rep->checked), atomic_load(&rep->bad),
+			atomic_load(&rep->other));
+	return rep;
+}
+
+/* A file of len bytes of c in TMPDIR, already unlinked; O_RDWR. */
+static int byte_file(size_t len, int c)
+{
+	const char *tmp = getenv("TMPDIR");
+	char path[256];
+	snprintf(path, sizeof path, "%s/ummap-windows-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	int fd = mkstemp(path);
+	if (fd < 0)
+		return -1;
+	unlink(path);
+	char *buf = malloc(len);
+	if (!buf) {
+		close(fd);
+		return -1;
+	}
+	memset(buf, c, len);
+	ssize_t w = pwrite(fd, buf, len, 0);
+	free(buf);
+	if (w != (ssize_t)len) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Reads that may fault: SIGSEGV/SIGBUS in a thread that armed its guard
+ * jumps back to it (each thread has its own). */
+static _Thread_local sigjmp_buf guard_env;
+static _Thread_local volatile sig_atomic_t guard_armed;
+
+static void on_guard_signal(int sig, siginfo_t *si, void *uc)
+{
+	if (guard_armed) {
+		guard_armed = 0;
+		siglongjmp(guard_env, 1);
+	}
+	signal(sig, SIG_DFL); /* not ours: die of it */
+}
+
+static void guard_signals(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_sigaction = on_guard_signal;
+	/* No mask to restore after the jump: the signal is not blocked in
+	 * its handler, so sigsetjmp need not save the mask (a system call). */
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+	sigaction(SIGSEGV, &sa, NULL);
+	sigaction(SIGBUS, &sa, NULL);
+}
+
+/* The byte at p, or -1 if reading it faulted. */
+static int guarded_peek(const volatile char *p)
+{
+	if (sigsetjmp(guard_env, 0))
+		return -1;
+	guard_armed = 1;
+	int v = (unsigned char)*p;
+	guard_armed = 0;
+	return v;
+}
+
+/* ------------------------------------- 1. a mapping read while it is made */
+
+/*
+ * One thread maps a 16 KiB file of 'a' at the same hint address (or private
+ * anonymous memory, or a mapping moved there by mremap), stores into every
+ * byte and unmaps it, CHURN_MAPS times; two threads read at the hint all
+ * along.  The generation counter says where the mapper is: 1 (mod 4) in the
+ * call that maps, 2 between its return and the munmap, 3 in munmap, 0
+ * unmapped.  A read made wholly in one generation's phase 2 must see a byte
+ * that mapping can hold: 'a' or 'b' for the file, 0 or this generation's
+ * byte for anonymous memory; in phases 1 and 3 it may also fault (as with
+ * the kernel, a mapping appears and goes at once), never see another byte.
+ * The mremap variant maps the file's pages 1-4 elsewhere and moves them to
+ * the hint, next to a mapping of page 0 (the kernel merges the two), and
+ * pages them out before unmapping them, so that the next mapping's pages
+ * are absent from the cache when they are moved.  steps: mappings made;
+ * bad_aside: bad reads in phases 1 and 3; other: mappings the system placed
+ * elsewhere (not used).
+ */
+#define CHURN_MAPS 2000
+#define CHURN_LEN (4 * PG)
+#define CHURN_READERS 2
+
+enum churn_kind { CHURN_FILE, CHURN_ANON, CHURN_MREMAP };
+
+struct churn {
+	enum churn_kind kind;
+	int fd;
+	char *hint, *park; /* park: where CHURN_MREMAP maps before moving */
+	atomic_ulong gen;  /* 4 per mapping: the phases above */
+	atomic_bool done;
+	struct report *rep;
+};
+
+static enum churn_kind churn_kind;
+
+/* The byte generation g stores. */
+static int churn_byte(const struct churn *ch, unsigned long g)
+{
+	return ch->kind == CHURN_ANON ? 'b' + (int)(g / 4 % 16) : 'b';
+}
+
+/* May a read in phase g see v (-1: it faulted)? */
+static bool churn_valid(const struct churn *ch, unsigned long g, int v)
+{
+	if (v < 0)
+		return g % 4 != 2;
+	if (ch->kind == CHURN_ANON)
+		return v == 0 || v == churn_byte(ch, g);
+	return v == 'a' || v == 'b';
+}
+
+static char *churn_map(struct churn *ch)
+{
+	int rw = PROT_READ | PROT_WRITE;
+	if (ch->kind == CHURN_ANON)
+		return o->mmap(ch->hint, CHURN_LEN, rw, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (ch->kind == CHURN_FILE)
+		return o->mmap(ch->hint, CHURN_LEN, rw, MAP_SHARED, ch->fd, 0);
+	char *q = o->mmap(ch->park, CHURN_LEN, rw, MAP_SHARED, ch->fd, PG);
+	if (q == MAP_FAILED)
+		return q;
+	if (q < ch->hint + CHURN_LEN && q + CHURN_LEN > ch->hint)
+		return q; /* placed over the hint: the caller drops it */
+	char *p = o->mremap(q, CHURN_LEN, CHURN_LEN, MREMAP_MAYMOVE | MREMAP_FIXED, ch->hint);
+	if (p == MAP_FAILED)
+		o->munmap(q, CHURN_LEN);
+	return p;
+}
+
+/* Stores this generation's byte everywhere and reads it back. */
+static void churn_store(struct churn *ch, char *p, unsigned long g)
+{
+	int b = churn_byte(ch, g);
+	memset(p, b, CHURN_LEN);
+	const volatile char *v = p;
+	for (size_t i = 0; i < CHURN_LEN; i++)
+		if ((unsigned char)v[i] != b) {
+			report_bad(ch->rep, "mapper read back %#lx at offset %ld",
+				   (unsigned char)v[i], (long)i);
+			break;
+		}
+}
+
+static unsigned long churn_phase(struct churn *ch)
+{
+	return atomic_fetch_add(&ch->gen, 1) + 1;
+}
+
+static void churn_mapper(struct churn *ch)
+{
+	for (long i = 0; i < CHURN_MAPS; i++) {
+		churn_phase(ch);
+		char *p = churn_map(ch);
+		if (p == MAP_FAILED) {
+			setup_failed(ch->rep, errno);
+			break;
+		}
+		if (p != ch->hint) {
+			atomic_fetch_add(&ch->rep->other, 1);
+			o->munmap(p, CHURN_LEN);
+			atomic_fetch_add(&ch->gen, 3);
+			continue;
+		}
+		churn_store(ch, p, churn_phase(ch));
+		churn_phase(ch);
+		if (ch->kind == CHURN_MREMAP)
+			o->madvise(p, CHURN_LEN, MADV_PAGEOUT);
+		o->munmap(p, CHURN_LEN);
+		churn_phase(ch);
+		atomic_fetch_add(&ch->rep->steps, 1);
+	}
+	atomic_store(&ch->done, true);
+}
+
+static void *churn_reader(void *arg)
+{
+	struct churn *ch = arg;
+	for (unsigned long k = 0; !atomic_load(&ch->done); k++) {
+		size_t off = (size_t)(k * 4099) % CHURN_LEN;
+		unsigned long g0 = atomic_load(&ch->gen);
+		int v = guarded_peek(ch->hint + off);
+		unsigned long g1 = atomic_load(&ch->gen);
+		if (g0 != g1 || g0 % 4 == 0)
+			continue;
+		atomic_fetch_add(&ch->rep->checked, 1);
+		if (churn_valid(ch, g0, v))
+			continue;
+		if (g0 % 4 != 2)
+			atomic_fetch_add(&ch->rep->bad_aside, 1);
+		report_bad(ch->rep, "read %ld (-1: a fault) at offset %ld",
+				   v, (long)off);
+	}
+	return NULL;
+}
+
+/* The hint and park addresses: two holes in a reservation of the kernel's,
+ * so that the threads' stacks and other mappings made meanwhile land
+ * elsewhere. */
+static bool churn_places(struct churn *ch)
+{
+	size_t span = 16 * CHURN_LEN;
+	char *r = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (r == MAP_FAILED)
+		return false;
+	ch->hint = r + span / 2;
+	ch->park = r + span / 4;
+	return munmap(ch->hint, CHURN_LEN) == 0 && munmap(ch->park, CHURN_LEN) == 0;
+}
+
+static void churn_run(struct report *rep)
+{
+	struct churn ch = { .kind = churn_kind, .fd = -1, .rep = rep };
+	guard_signals();
+	if (ch.kind != CHURN_ANON && (ch.fd = byte_file(PG + CHURN_LEN, 'a')) < 0)
+		return setup_failed(rep, errno);
+	/* Start the engine (and its threads) before choosing the places. */
+	char *w = o->mmap(NULL, CHURN_LEN, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (w == MAP_FAILED || o->munmap(w, CHURN_LEN))
+		return setup_failed(rep, errno);
+	pthread_t th[CHURN_READERS];
+	if (!churn_places(&ch))
+		return setup_failed(rep, errno);
+	if (ch.kind == CHURN_MREMAP && o->mmap(ch.hint - PG, PG, PROT_READ | PROT_WRITE,
+					       MAP_SHARED | MAP_FIXED, ch.fd, 0) == MAP_FAILED)
+		return setup_failed(rep, errno);
+	for (int i = 0; i < CHURN_READERS; i++)
+		if (pthread_create(&th[i], NULL, churn_reader, &ch))
+			return setup_failed(rep, EAGAIN);
+	churn_mapper(&ch);
+	for (int i = 0; i < CHURN_READERS; i++)
+		pthread_join(th[i], NULL);
+}
+
+static void churn_test(enum churn_kind kind, const char *what)
+{
+	churn_kind = kind;
+	struct report *rep = guarded(what, churn_run, CHURN_MAPS);
+	long bad = atomic_load(&rep->bad), checked = atomic_load(&rep->checked);
+	long made = atomic_load(&rep->steps);
+	cr_expect(bad == 0, "%s: %ld bad reads of %ld checked (%ld of them made "
+		  "during the mapping or unmapping call); first: %s", what, bad,
+		  checked, atomic_load(&rep->bad_aside), rep->first);
+	/* Most mappings must land at the hint, or nothing was tested. */
+	cr_expect(made >= CHURN_MAPS / 2, "%s: only %ld of %d mappings at the hint",
+		  what, made, CHURN_MAPS);
+	cr_expect(checked > 0, "%s: no read made while mapped", what);
+}
+
+Test(windows, read_while_file_mapped, .timeout = 300)
+{
+	churn_test(CHURN_FILE, "file 'a' mapped, 'b' stored, unmapped");
+}
+
+Test(windows, read_while_anon_mapped, .timeout = 300)
+{
+	churn_test(CHURN_ANON, "private anonymous mapped, stored, unmapped");
+}
+
+Test(windows, read_while_mremap_moves_in, .timeout = 300)
+{
+	churn_test(CHURN_MREMAP, "file moved by mremap next to its page 0, stored, unmapped");
+}
