@@ -45,7 +45,8 @@
 
 #define PG DIFF_PG
 
-static const struct mm_ops *o = &ummap_ops;
+/* The calls of the stress runs (the kernel's in -DDIFF_KERNEL_ONLY builds). */
+static const struct mm_ops *uo = &ummap_ops;
 
 /* ------------------------------------------------ guarded stress runs */
 
@@ -122,7 +123,7 @@ static struct report *guarded(const char *what, void (*fn)(struct report *), lon
 		  what, strerror(atomic_load(&rep->setup_err)));
 	if (getenv("WINDOWS_VERBOSE"))
 		fprintf(stderr, "%s (%s): %ld steps, %ld checked, %ld bad, %ld other\n",
-			what, o->name, atomic_load(&rep->steps),
+			what, uo->name, atomic_load(&rep->steps),
 			atomic_load(&rep->checked), atomic_load(&rep->bad),
 			atomic_load(&rep->other));
 	return rep;
@@ -246,17 +247,17 @@ static char *churn_map(struct churn *ch)
 {
 	int rw = PROT_READ | PROT_WRITE;
 	if (ch->kind == CHURN_ANON)
-		return o->mmap(ch->hint, CHURN_LEN, rw, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		return uo->mmap(ch->hint, CHURN_LEN, rw, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (ch->kind == CHURN_FILE)
-		return o->mmap(ch->hint, CHURN_LEN, rw, MAP_SHARED, ch->fd, 0);
-	char *q = o->mmap(ch->park, CHURN_LEN, rw, MAP_SHARED, ch->fd, PG);
+		return uo->mmap(ch->hint, CHURN_LEN, rw, MAP_SHARED, ch->fd, 0);
+	char *q = uo->mmap(ch->park, CHURN_LEN, rw, MAP_SHARED, ch->fd, PG);
 	if (q == MAP_FAILED)
 		return q;
 	if (q < ch->hint + CHURN_LEN && q + CHURN_LEN > ch->hint)
 		return q; /* placed over the hint: the caller drops it */
-	char *p = o->mremap(q, CHURN_LEN, CHURN_LEN, MREMAP_MAYMOVE | MREMAP_FIXED, ch->hint);
+	char *p = uo->mremap(q, CHURN_LEN, CHURN_LEN, MREMAP_MAYMOVE | MREMAP_FIXED, ch->hint);
 	if (p == MAP_FAILED)
-		o->munmap(q, CHURN_LEN);
+		uo->munmap(q, CHURN_LEN);
 	return p;
 }
 
@@ -290,15 +291,15 @@ static void churn_mapper(struct churn *ch)
 		}
 		if (p != ch->hint) {
 			atomic_fetch_add(&ch->rep->other, 1);
-			o->munmap(p, CHURN_LEN);
+			uo->munmap(p, CHURN_LEN);
 			atomic_fetch_add(&ch->gen, 3);
 			continue;
 		}
 		churn_store(ch, p, churn_phase(ch));
 		churn_phase(ch);
 		if (ch->kind == CHURN_MREMAP)
-			o->madvise(p, CHURN_LEN, MADV_PAGEOUT);
-		o->munmap(p, CHURN_LEN);
+			uo->madvise(p, CHURN_LEN, MADV_PAGEOUT);
+		uo->munmap(p, CHURN_LEN);
 		churn_phase(ch);
 		atomic_fetch_add(&ch->rep->steps, 1);
 	}
@@ -347,13 +348,13 @@ static void churn_run(struct report *rep)
 	if (ch.kind != CHURN_ANON && (ch.fd = byte_file(PG + CHURN_LEN, 'a')) < 0)
 		return setup_failed(rep, errno);
 	/* Start the engine (and its threads) before choosing the places. */
-	char *w = o->mmap(NULL, CHURN_LEN, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (w == MAP_FAILED || o->munmap(w, CHURN_LEN))
+	char *w = uo->mmap(NULL, CHURN_LEN, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (w == MAP_FAILED || uo->munmap(w, CHURN_LEN))
 		return setup_failed(rep, errno);
 	pthread_t th[CHURN_READERS];
 	if (!churn_places(&ch))
 		return setup_failed(rep, errno);
-	if (ch.kind == CHURN_MREMAP && o->mmap(ch.hint - PG, PG, PROT_READ | PROT_WRITE,
+	if (ch.kind == CHURN_MREMAP && uo->mmap(ch.hint - PG, PG, PROT_READ | PROT_WRITE,
 					       MAP_SHARED | MAP_FIXED, ch.fd, 0) == MAP_FAILED)
 		return setup_failed(rep, errno);
 	for (int i = 0; i < CHURN_READERS; i++)
@@ -392,4 +393,71 @@ Test(windows, read_while_anon_mapped, .timeout = 300)
 Test(windows, read_while_mremap_moves_in, .timeout = 300)
 {
 	churn_test(CHURN_MREMAP, "file moved by mremap next to its page 0, stored, unmapped");
+}
+
+/* ------------------------------------------------ 2. mremap over a hole */
+
+/*
+ * p: 12 pages of private anonymous memory (page i filled with 'a' + i, or
+ * left PROT_NONE), followed by a reserved page so that it cannot grow in
+ * place; mremap(p + 5 pages, 7 pages, 8 pages, MREMAP_MAYMOVE) moves the
+ * tail away and leaves a hole at [p + 5, p + 12).
+ */
+static char *holed(const struct mm_ops *o, struct diff_log *log, int prot)
+{
+	char *p = D_MMAP(log, o, NULL, 13 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	D_MMAP(log, o, p, 12 * PG, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	for (int i = 0; prot != PROT_NONE && i < 12; i++)
+		D_FILL(log, p + i * PG, 'a' + i, PG);
+	char *t = D_MREMAP(log, o, p + 5 * PG, 7 * PG, 8 * PG, MREMAP_MAYMOVE);
+	if (t != MAP_FAILED && prot != PROT_NONE)
+		T_READ(log, t, 8 * PG);
+	return p;
+}
+
+/* A byte of each of the first n pages at p: read, or the signal. */
+static void peek_pages(struct diff_log *log, char *p, int n)
+{
+	for (int i = 0; i < n; i++)
+		T_PEEK(log, p + i * PG + 7);
+}
+
+DIFF_TEST(windows, mremap_same_length_over_a_hole)
+{
+	char *p = holed(o, log, PROT_READ | PROT_WRITE);
+	D_MREMAP(log, o, p + 3 * PG, 6 * PG, 6 * PG, 0);
+	peek_pages(log, p, 13);
+	T_POKE(log, p + 5 * PG, 'z');
+	peek_pages(log, p, 13);
+}
+
+DIFF_TEST(windows, mremap_shrink_over_a_hole)
+{
+	char *p = holed(o, log, PROT_READ | PROT_WRITE);
+	D_MREMAP(log, o, p + 3 * PG, 6 * PG, 4 * PG, 0);
+	peek_pages(log, p, 13);
+	D_MREMAP(log, o, p + 2 * PG, 8 * PG, 3 * PG, 0);
+	peek_pages(log, p, 13);
+}
+
+DIFF_TEST(windows, mremap_maymove_over_a_hole)
+{
+	char *p = holed(o, log, PROT_READ | PROT_WRITE);
+	D_MREMAP(log, o, p + 3 * PG, 6 * PG, 6 * PG, MREMAP_MAYMOVE);
+	peek_pages(log, p, 13);
+	D_MREMAP(log, o, p + 1 * PG, 7 * PG, 5 * PG, MREMAP_MAYMOVE);
+	peek_pages(log, p, 13);
+	/* Growing over the hole: the old range is not one mapping. */
+	D_MREMAP(log, o, p + 3 * PG, 6 * PG, 8 * PG, MREMAP_MAYMOVE);
+	peek_pages(log, p, 13);
+}
+
+DIFF_TEST(windows, mremap_prot_none_over_a_hole_then_mprotect)
+{
+	char *p = holed(o, log, PROT_NONE);
+	D_MREMAP(log, o, p + 3 * PG, 6 * PG, 6 * PG, 0);
+	D_CALL(log, o->mprotect(p + 3 * PG, 6 * PG, PROT_READ | PROT_WRITE));
+	peek_pages(log, p, 13);
+	D_CALL(log, o->mprotect(p, 5 * PG, PROT_READ));
+	peek_pages(log, p, 13);
 }
