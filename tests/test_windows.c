@@ -418,8 +418,22 @@ static char *holed(const struct mm_ops *o, struct diff_log *log, int prot)
 /* A byte of each of the first n pages at p: read, or the signal. */
 static void peek_pages(struct diff_log *log, char *p, int n)
 {
-	for (int i = 0; i < n; i++)
+	for (volatile int i = 0; i < n; i++)
 		T_PEEK(log, p + i * PG + 7);
+}
+
+/* Each of the first n pages at p whole: its bytes, or the signal. */
+static void read_pages(struct diff_log *log, char *p, int n)
+{
+	for (volatile int i = 0; i < n; i++)
+		T_READ(log, p + i * PG, PG);
+}
+
+/* A store into each of the first n pages at p, or the signal. */
+static void poke_pages(struct diff_log *log, char *p, int n)
+{
+	for (volatile int i = 0; i < n; i++)
+		T_POKE(log, p + i * PG + 9, 'p');
 }
 
 DIFF_TEST(windows, mremap_same_length_over_a_hole)
@@ -460,4 +474,77 @@ DIFF_TEST(windows, mremap_prot_none_over_a_hole_then_mprotect)
 	peek_pages(log, p, 13);
 	D_CALL(log, o->mprotect(p, 5 * PG, PROT_READ));
 	peek_pages(log, p, 13);
+}
+
+/* ------------------------------------ 4. MADV_FREE marks and a later store */
+
+/*
+ * Pages given MADV_FREE are the kernel's to drop until they are stored
+ * into again; a store after fork() (the child has exited) or after the
+ * range moved must keep its page through MADV_PAGEOUT.  Only the page
+ * stored into is compared: whether the kernel drops the others at once
+ * depends on its LRU batches.
+ */
+static char *freed_pages(const struct mm_ops *o, struct diff_log *log)
+{
+	char *a = D_MMAP(log, o, NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	D_FILL(log, a, 'f', 4 * PG);
+	D_CALL(log, o->madvise(a, 4 * PG, MADV_FREE));
+	return a;
+}
+
+static void store_then_pageout(const struct mm_ops *o, struct diff_log *log, char *a)
+{
+	D_FILL(log, a, 'x', 8);
+	D_CALL(log, o->madvise(a, 4 * PG, MADV_PAGEOUT));
+	D_READ(log, a, PG);
+	D_CALL(log, o->munmap(a, 4 * PG));
+}
+
+DIFF_TEST(windows, madv_free_then_fork_then_store)
+{
+	char *a = freed_pages(o, log);
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(0);
+	int st = -1;
+	D_CALL(log, waitpid(pid, &st, 0) == pid);
+	D_VAL(log, st);
+	store_then_pageout(o, log, a);
+}
+
+DIFF_TEST(windows, madv_free_then_mremap_then_store)
+{
+	char *a = freed_pages(o, log);
+	char *r = D_MMAP(log, o, NULL, 4 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *b = D_MREMAP_TO(log, o, a, 4 * PG, 4 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, r);
+	if (b != MAP_FAILED)
+		store_then_pageout(o, log, b);
+}
+
+/* ---------------------------- 5. a store after mprotect failed half-way */
+
+/*
+ * mprotect over a hole fails with ENOMEM after changing what comes before
+ * the hole, splitting the mapping there; stores into the changed and the
+ * unchanged part (under MADV_SEQUENTIAL, whose readahead spans the split)
+ * must return, and every page then read and written as with the kernel.
+ */
+DIFF_TEST(windows, store_after_mprotect_failed_half_way)
+{
+	int rw = PROT_READ | PROT_WRITE;
+	int fd0 = diff_mkfile(log, dir, "f", 4 * PG, 7);
+	int fd = D_OPEN(log, dir, "f", O_RDONLY);
+	char *a = D_MMAP(log, o, NULL, 32 * PG, rw, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	D_CALL(log, o->munmap(a + 16 * PG, 4 * PG));
+	D_MMAP(log, o, a + 24 * PG, 4 * PG, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);
+	D_CALL(log, o->madvise(a, 16 * PG, MADV_SEQUENTIAL));
+	D_CALL(log, o->mprotect(a + 8 * PG, 24 * PG, rw | PROT_EXEC));
+	T_FILL(log, a + PG, 0x5a, 0xbe09);
+	read_pages(log, a, 32);
+	poke_pages(log, a, 32);
+	D_READ(log, a, 16 * PG);
+	close(fd);
+	close(fd0);
 }
