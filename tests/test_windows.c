@@ -548,3 +548,119 @@ DIFF_TEST(windows, store_after_mprotect_failed_half_way)
 	close(fd);
 	close(fd0);
 }
+
+/* ------------------------------------ 7. one mremap moving several VMAs */
+
+/*
+ * Linux 6.17 moves a range spanning several VMAs in one
+ * mremap(MREMAP_MAYMOVE | MREMAP_FIXED [| MREMAP_DONTUNMAP]) when the
+ * length stays the same: the VMAs keep their kinds and protections, gaps
+ * between them stay gaps at the destination; a gap at the start, or a
+ * length change, is EFAULT.  Older kernels refuse any such move (EFAULT):
+ * these tests are then skipped, after a probe of the kernel's own mremap.
+ */
+static bool kernel_moves_several_vmas(void)
+{
+	char *a = mmap(NULL, 8 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *d = mmap(NULL, 4 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr_assert(a != MAP_FAILED && d != MAP_FAILED, "mmap: %s", strerror(errno));
+	cr_assert(mprotect(a + PG, PG, PROT_READ) == 0, "mprotect: %s", strerror(errno));
+	void *m = mremap(a, 2 * PG, 2 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, d);
+	munmap(a, 8 * PG);
+	munmap(d, 4 * PG);
+	return m != MAP_FAILED;
+}
+
+#define MOVE_TEST(name)                                                      \
+	static void windows__##name(const struct mm_ops *o,                  \
+				    struct diff_log *log, const char *dir);  \
+	Test(windows, name, .timeout = 180)                                  \
+	{                                                                    \
+		if (!kernel_moves_several_vmas())                            \
+			cr_skip_test("the running kernel does not move several " \
+				     "VMAs in one mremap (Linux 6.17+)");     \
+		diff_run("windows::" #name, windows__##name);                 \
+	}                                                                    \
+	static void windows__##name(const struct mm_ops *o,                  \
+				    struct diff_log *log, const char *dir)
+
+/* What each two-page piece of a range to move is. */
+enum piece { P_ANON, P_RDONLY, P_FILE_SHARED, P_ANON_SHARED, P_FILE_PRIVATE, P_HOLE };
+#define NPIECES 4
+
+/* Piece i at s + 2i pages, filled with 'A' + i where it can be. */
+static void map_piece(const struct mm_ops *o, struct diff_log *log, char *s, int i, int kind, int fd)
+{
+	char *p = s + 2 * i * PG;
+	int rw = PROT_READ | PROT_WRITE, fixed = MAP_FIXED;
+	off_t off = 2 * i * (off_t)PG;
+	if (kind == P_HOLE) {
+		D_CALL(log, o->munmap(p, 2 * PG));
+		return;
+	}
+	if (kind == P_ANON || kind == P_RDONLY)
+		D_MMAP(log, o, p, 2 * PG, rw, MAP_PRIVATE | MAP_ANONYMOUS | fixed, -1, 0);
+	else if (kind == P_ANON_SHARED)
+		D_MMAP(log, o, p, 2 * PG, rw, MAP_SHARED | MAP_ANONYMOUS | fixed, -1, 0);
+	else
+		D_MMAP(log, o, p, 2 * PG, rw, (kind == P_FILE_SHARED ? MAP_SHARED : MAP_PRIVATE) | fixed, fd, off);
+	D_FILL(log, p, 'A' + i, 2 * PG);
+	if (kind == P_RDONLY)
+		D_CALL(log, o->mprotect(p, 2 * PG, PROT_READ));
+}
+
+/*
+ * The pieces side by side (8 pages, a reserved page on each side), moved
+ * with flags to 2 pages into a reservation of 12 pages; then what is
+ * mapped where, with which bytes and protection, at both places, and the
+ * file after msync.
+ */
+static void move_pieces(const struct mm_ops *o, struct diff_log *log, const char *dir,
+			const int kind[NPIECES], size_t len, int flags)
+{
+	int fd = diff_mkfile(log, dir, "f", 8 * PG, 11);
+	char *r = D_MMAP(log, o, NULL, 10 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *d = D_MMAP(log, o, NULL, 12 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *s = r + PG;
+	for (int i = 0; i < NPIECES; i++)
+		map_piece(o, log, s, i, kind[i], fd);
+	D_MREMAP_TO(log, o, s, 8 * PG, len, flags, d + 2 * PG);
+	read_pages(log, r, 10);
+	read_pages(log, d, 12);
+	poke_pages(log, d, 12);
+	poke_pages(log, r, 10);
+	D_CALL(log, o->msync(d + 2 * PG, 8 * PG, MS_SYNC));
+	D_PREAD(log, fd, 0, 8 * PG);
+	close(fd);
+}
+
+#define MOVE (MREMAP_MAYMOVE | MREMAP_FIXED)
+
+MOVE_TEST(move_several_vmas_of_different_protections)
+{
+	move_pieces(o, log, dir, (const int[]){ P_ANON, P_RDONLY, P_ANON, P_RDONLY }, 8 * PG, MOVE);
+}
+
+MOVE_TEST(move_file_next_to_anonymous_and_shared_next_to_private)
+{
+	move_pieces(o, log, dir, (const int[]){ P_ANON, P_FILE_SHARED, P_ANON_SHARED, P_FILE_PRIVATE }, 8 * PG, MOVE);
+}
+
+MOVE_TEST(move_several_vmas_with_gaps)
+{
+	move_pieces(o, log, dir, (const int[]){ P_FILE_SHARED, P_HOLE, P_ANON, P_HOLE }, 8 * PG, MOVE);
+}
+
+MOVE_TEST(move_several_vmas_dontunmap)
+{
+	move_pieces(o, log, dir, (const int[]){ P_ANON, P_FILE_SHARED, P_RDONLY, P_ANON_SHARED },
+		    8 * PG, MOVE | MREMAP_DONTUNMAP);
+}
+
+/* The kernel's refusals: a gap at the start, a length that changes. */
+MOVE_TEST(move_several_vmas_refused)
+{
+	move_pieces(o, log, dir, (const int[]){ P_HOLE, P_ANON, P_RDONLY, P_ANON }, 8 * PG, MOVE);
+	move_pieces(o, log, dir, (const int[]){ P_ANON, P_RDONLY, P_ANON, P_RDONLY }, 7 * PG, MOVE);
+	move_pieces(o, log, dir, (const int[]){ P_ANON, P_FILE_SHARED, P_ANON, P_RDONLY }, 9 * PG, MOVE);
+}
