@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -393,6 +394,128 @@ Test(windows, read_while_anon_mapped, .timeout = 300)
 Test(windows, read_while_mremap_moves_in, .timeout = 300)
 {
 	churn_test(CHURN_MREMAP, "file moved by mremap next to its page 0, stored, unmapped");
+}
+
+/* ---------------------- 3. a store next to a piece of the file moved in */
+
+/*
+ * N maps pages 0-1 of a file at r; M maps page 2, parked at r + 5 pages.
+ * MOVES times: msync(N, MS_SYNC) cleans N; M moves next to N (r + 2 pages:
+ * the kernel merges the two) while another thread adds one to a counter in
+ * N's page 1, then M moves back.  After each msync the counter in the file
+ * must equal the one in memory: a store the engine did not see leaves the
+ * page clean and the file behind.  M holds the number of moves made (stored
+ * after each move) and must reach the file too.  checked: msyncs compared;
+ * other: the file's counter at the end.
+ */
+#define MOVES 1000
+
+struct mover {
+	char *r;
+	volatile long *ctr;	/* in N's page 1 */
+	atomic_long turn, ack;	/* the counter's turn: the move's number */
+	struct report *rep;
+};
+
+/* A delay that differs from move to move, so that the store falls at
+ * every point of the move in turn. */
+static void spin(long i)
+{
+	for (volatile long k = 0; k < i * 7919 % 4096; k++)
+		;
+}
+
+static void *counter_thread(void *arg)
+{
+	struct mover *mv = arg;
+	for (long i = 1; i <= MOVES; i++) {
+		while (atomic_load(&mv->turn) != i)
+			sched_yield();
+		spin(i);
+		*mv->ctr = *mv->ctr + 1;
+		atomic_store(&mv->ack, i);
+	}
+	return NULL;
+}
+
+static long file_long(int fd, off_t off)
+{
+	long v = -1;
+	return pread(fd, &v, sizeof v, off) == sizeof v ? v : -1;
+}
+
+/* Cleans N and compares the counter in the file with the one in memory. */
+static void sync_and_compare(struct mover *mv, int fd)
+{
+	if (uo->msync(mv->r, 2 * PG, MS_SYNC))
+		return setup_failed(mv->rep, errno);
+	atomic_fetch_add(&mv->rep->checked, 1);
+	long f = file_long(fd, PG), m = *mv->ctr;
+	if (f != m)
+		report_bad(mv->rep, "file counter %ld, memory %ld after MS_SYNC", f, m);
+}
+
+static bool move_m(struct mover *mv, char *from, char *to)
+{
+	if (uo->mremap(from, PG, PG, MREMAP_MAYMOVE | MREMAP_FIXED, to) == to)
+		return true;
+	setup_failed(mv->rep, errno);
+	return false;
+}
+
+static void mover_loop(struct mover *mv, int fd)
+{
+	char *next = mv->r + 2 * PG, *park = mv->r + 5 * PG;
+	for (long i = 1; i <= MOVES; i++) {
+		sync_and_compare(mv, fd);
+		atomic_store(&mv->turn, i);
+		if (!move_m(mv, park, next))
+			break;
+		while (atomic_load(&mv->ack) != i)
+			sched_yield();
+		*(volatile long *)next = i;
+		if (!move_m(mv, next, park))
+			break;
+		atomic_fetch_add(&mv->rep->steps, 1);
+	}
+}
+
+static void mover_run(struct report *rep)
+{
+	int rw = PROT_READ | PROT_WRITE;
+	struct mover mv = { .rep = rep };
+	int fd = byte_file(3 * PG, 0);
+	mv.r = uo->mmap(NULL, 8 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (fd < 0 || mv.r == MAP_FAILED ||
+	    uo->mmap(mv.r, 2 * PG, rw, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED ||
+	    uo->mmap(mv.r + 5 * PG, PG, rw, MAP_SHARED | MAP_FIXED, fd, 2 * PG) == MAP_FAILED)
+		return setup_failed(rep, errno);
+	mv.ctr = (volatile long *)(mv.r + PG);
+	pthread_t th;
+	if (pthread_create(&th, NULL, counter_thread, &mv))
+		return setup_failed(rep, EAGAIN);
+	mover_loop(&mv, fd);
+	atomic_store(&mv.turn, MOVES); /* lets the counter end if the loop broke */
+	atomic_store(&mv.ack, MOVES);
+	pthread_join(th, NULL);
+	sync_and_compare(&mv, fd);
+	if (uo->msync(mv.r + 5 * PG, PG, MS_SYNC))
+		return setup_failed(rep, errno);
+	if (file_long(fd, 2 * PG) != atomic_load(&rep->steps))
+		report_bad(rep, "moved page: file %ld, moves %ld", file_long(fd, 2 * PG),
+			   atomic_load(&rep->steps));
+	atomic_store(&rep->other, file_long(fd, PG));
+}
+
+Test(windows, store_next_to_a_moved_piece_of_the_file, .timeout = 300)
+{
+	struct report *rep = guarded("counter next to moves", mover_run, MOVES);
+	long bad = atomic_load(&rep->bad);
+	cr_expect(atomic_load(&rep->steps) == MOVES, "%ld of %d moves made",
+		  atomic_load(&rep->steps), MOVES);
+	cr_expect(bad == 0, "%ld of %ld MS_SYNCs left the file behind memory; "
+		  "the file's counter at the end: %ld of %d; first: %s", bad,
+		  atomic_load(&rep->checked), atomic_load(&rep->other), MOVES, rep->first);
 }
 
 /* ------------------------------------------------ 2. mremap over a hole */
