@@ -518,6 +518,146 @@ Test(windows, store_next_to_a_moved_piece_of_the_file, .timeout = 300)
 		  atomic_load(&rep->checked), atomic_load(&rep->other), MOVES, rep->first);
 }
 
+/* ------------------------- 6. a store into a page eviction just punched */
+
+/*
+ * A store into a clean page queues a write-protect fault; eviction may
+ * punch the page before the fault is handled.  WP_WRITERS threads each read
+ * then store into their own pages of a shared file mapping (the read makes
+ * the page present and clean, the store faults for write protection), round
+ * after round, while another thread reads the rest of the file to keep
+ * eviction busy under a budget of a few pages.  Every store must return
+ * and, at the end, be in memory and, after MS_SYNC, in the file.  steps:
+ * stores made; checked: stored bytes compared (memory, then file); other:
+ * the write-protect faults ummap served.
+ */
+#define WP_PAGES 64		/* stored into */
+#define WP_READ_PAGES 512	/* read to force eviction */
+#define WP_ROUNDS 128
+#define WP_WRITERS 3
+
+struct evict_run {
+	char *map;
+	pthread_barrier_t bar;
+	atomic_int writing;
+	struct report *rep;
+};
+
+struct evict_writer {
+	struct evict_run *ev;
+	int id;
+	pthread_t th;
+};
+
+static uint8_t wp_byte(size_t pg, int round)
+{
+	return (uint8_t)(1 + (pg * 31 + (size_t)round) % 255);
+}
+
+static void *wp_writer(void *arg)
+{
+	struct evict_writer *w = arg;
+	struct evict_run *ev = w->ev;
+	pthread_barrier_wait(&ev->bar);
+	volatile uint8_t *m = (volatile uint8_t *)ev->map;
+	for (int round = 0; round < WP_ROUNDS; round++)
+		for (size_t pg = (size_t)w->id; pg < WP_PAGES; pg += WP_WRITERS) {
+			/* Then a read of another page, so that the page stored
+			 * into is not this thread's last fault (which eviction
+			 * spares). */
+			(void)m[pg * PG + PG - 1];
+			(void)m[(pg + WP_WRITERS) % WP_PAGES * PG + PG - 1];
+			m[pg * PG + (size_t)round * 8] = wp_byte(pg, round);
+			atomic_fetch_add(&ev->rep->steps, 1);
+		}
+	atomic_fetch_sub(&ev->writing, 1);
+	return NULL;
+}
+
+static void *evicting_reader(void *arg)
+{
+	struct evict_run *ev = arg;
+	pthread_barrier_wait(&ev->bar);
+	for (size_t k = 0; atomic_load(&ev->writing) > 0; k++)
+		(void)((volatile char *)ev->map)[(WP_PAGES + k % WP_READ_PAGES) * PG];
+	return NULL;
+}
+
+/* Every stored byte of page pg in buf (the mapping or the file's bytes). */
+static void check_stores(struct report *rep, const uint8_t *buf, const char *where)
+{
+	for (size_t pg = 0; pg < WP_PAGES; pg++)
+		for (int round = 0; round < WP_ROUNDS; round++) {
+			atomic_fetch_add(&rep->checked, 1);
+			uint8_t v = ((const volatile uint8_t *)buf)[pg * PG + (size_t)round * 8];
+			if (v != wp_byte(pg, round))
+				report_bad(rep, where[0] == 'm' ? "memory: page %ld byte %ld lost"
+								: "file: page %ld byte %ld lost",
+					   (long)pg, (long)round * 8);
+		}
+}
+
+static void evict_threads(struct evict_run *ev)
+{
+	struct evict_writer w[WP_WRITERS];
+	pthread_t reader;
+	pthread_barrier_init(&ev->bar, NULL, WP_WRITERS + 1);
+	atomic_store(&ev->writing, WP_WRITERS);
+	for (int i = 0; i < WP_WRITERS; i++) {
+		w[i] = (struct evict_writer){ .ev = ev, .id = i };
+		if (pthread_create(&w[i].th, NULL, wp_writer, &w[i]))
+			abort();
+	}
+	if (pthread_create(&reader, NULL, evicting_reader, ev))
+		abort();
+	for (int i = 0; i < WP_WRITERS; i++)
+		pthread_join(w[i].th, NULL);
+	pthread_join(reader, NULL);
+	pthread_barrier_destroy(&ev->bar);
+}
+
+static void evict_run(struct report *rep)
+{
+	size_t len = (WP_PAGES + WP_READ_PAGES) * PG;
+	struct evict_run ev = { .rep = rep };
+#ifndef DIFF_KERNEL_ONLY
+	/* Page by page, so that a fault brings in only its page. */
+	struct um_config cfg = { .budget = 16 * PG, .fault_size = PG };
+	if (um_configure(&cfg))
+		return setup_failed(rep, errno);
+#endif
+	int fd = byte_file(len, 0);
+	if (fd < 0)
+		return setup_failed(rep, errno);
+	ev.map = uo->mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (ev.map == MAP_FAILED)
+		return setup_failed(rep, errno);
+	uo->madvise(ev.map, len, MADV_RANDOM); /* no readahead */
+	evict_threads(&ev);
+#ifndef DIFF_KERNEL_ONLY
+	struct um_stats st;
+	if (um_stats(ev.map, &st) == 0)
+		atomic_store(&rep->other, (long)st.wp_faults);
+#endif
+	check_stores(rep, (uint8_t *)ev.map, "memory");
+	uint8_t *buf = malloc(WP_PAGES * PG);
+	if (!buf || uo->msync(ev.map, len, MS_SYNC) ||
+	    pread(fd, buf, WP_PAGES * PG, 0) != (ssize_t)(WP_PAGES * PG))
+		return setup_failed(rep, errno);
+	check_stores(rep, buf, "file");
+	free(buf);
+}
+
+Test(windows, store_into_a_page_eviction_punched, .timeout = 300)
+{
+	long stores = (long)WP_ROUNDS * WP_PAGES;
+	struct report *rep = guarded("stores under eviction", evict_run, stores);
+	cr_expect(atomic_load(&rep->steps) == stores, "%ld of %ld stores made",
+		  atomic_load(&rep->steps), stores);
+	cr_expect(atomic_load(&rep->bad) == 0, "%ld of %ld stored bytes lost; first: %s",
+		  atomic_load(&rep->bad), atomic_load(&rep->checked), rep->first);
+}
+
 /* ------------------------------------------------ 2. mremap over a hole */
 
 /*
