@@ -893,6 +893,9 @@ static void move_pieces(const struct mm_ops *o, struct diff_log *log, const char
 	poke_pages(log, d, 12);
 	poke_pages(log, r, 10);
 	D_CALL(log, o->msync(d + 2 * PG, 8 * PG, MS_SYNC));
+	/* (A refused move leaves the file mapped at the old place: pread
+	 * sees its stores once written back, README: read(2) coherence.) */
+	D_CALL(log, o->msync(r, 10 * PG, MS_SYNC));
 	D_PREAD(log, fd, 0, 8 * PG);
 	close(fd);
 }
