@@ -98,6 +98,10 @@ bench-anon: $(B)/bench/anon_first_touch
 bench-rss: $(B)/bench/rss_scan
 	$(B)/bench/rss_scan
 
+# What each way of moving bytes between a file and a memfd costs.
+bench-fill: $(B)/bench/fill_paths
+	$(B)/bench/fill_paths
+
 demo: all
 	$(B)/ummap demo
 
@@ -127,5 +131,5 @@ install: all $(B)/ummap.pc
 clean:
 	rm -rf build build-asan build-tsan
 
-.PHONY: all test sanitize tsan fuzz-long crash-long bench-anon bench-rss demo setup install clean FORCE
+.PHONY: all test sanitize tsan fuzz-long crash-long bench-anon bench-rss bench-fill demo setup install clean FORCE
 .SECONDARY:
