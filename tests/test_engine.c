@@ -201,9 +201,10 @@ Test(budget, process_rss_within_budget)
 	rss_check(&w, budget);
 	cr_expect(w.worst > w.before + budget / 2, "the scan should fill the budget (VmRSS %lu KiB)", w.worst >> 10);
 	cr_assert(um_munmap(m, size) == 0);
+	/* (The engine's own memory stays, and a sanitizer's grows.) */
 	uint64_t after = rss_now();
-	cr_expect(after <= w.before + 1 * MiB, "munmap gave the pages back: VmRSS %lu KiB, %lu before", after >> 10,
-		  w.before >> 10);
+	cr_expect(after <= w.before + ENGINE_SLACK, "munmap gave the pages back: VmRSS %lu KiB, %lu before",
+		  after >> 10, w.before >> 10);
 	unlink(path);
 }
 
