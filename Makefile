@@ -94,6 +94,14 @@ crash-long: all $(B)/tests/test_crash
 bench-anon: $(B)/bench/anon_first_touch
 	$(B)/bench/anon_first_touch
 
+# Time and resident memory of a scan of a file larger than the budget.
+bench-rss: $(B)/bench/rss_scan
+	$(B)/bench/rss_scan
+
+# What each way of moving bytes between a file and a memfd costs.
+bench-fill: $(B)/bench/fill_paths
+	$(B)/bench/fill_paths
+
 demo: all
 	$(B)/ummap demo
 
@@ -123,5 +131,5 @@ install: all $(B)/ummap.pc
 clean:
 	rm -rf build build-asan build-tsan
 
-.PHONY: all test sanitize tsan fuzz-long crash-long bench-anon demo setup install clean FORCE
+.PHONY: all test sanitize tsan fuzz-long crash-long bench-anon bench-rss bench-fill demo setup install clean FORCE
 .SECONDARY:

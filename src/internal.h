@@ -38,8 +38,9 @@
  *  I4. Only clean, unpinned pages outside the range being faulted are
  *      punched; dirty victims are written back first.
  *  I5. Nothing in the engine touches user mappings while holding um.lock;
- *      it reads and writes cache pages through the cache's own window (an
- *      unregistered mapping of the memfd).
+ *      it reads and writes cache pages through the memfd (pread/pwrite,
+ *      cache.c), so that a cached page is mapped once in the process, in
+ *      the user's mapping, and counted once in its RSS.
  *
  * Locking: one mutex, um.lock, taken by the fault thread, the writeback
  * thread and every um_* call; it is never held across a call that can fault
@@ -83,7 +84,9 @@ struct um_cache {
 	struct um_store *c_store; /* NULL for shared anonymous memory */
 	struct um_store *c_swap; /* anonymous: where evicted pages go, once needed */
 	int c_memfd;		/* the pages, at their file offsets */
-	uint8_t *c_win;		/* unregistered mapping of the memfd */
+	uint8_t *c_win;		/* unregistered mapping of the memfd: a page
+				 * touched through it is mapped (and counted in
+				 * RSS) twice until punched */
 	uint64_t c_extent;	/* memfd size: the furthest mapped offset */
 	uint64_t c_wext;	/* window length: what can be cached, bytes */
 	struct um_shared *c_sh;	/* header: lock, counters, mappings (proto.h) */
@@ -252,6 +255,10 @@ uint64_t cache_procs(struct um_cache *c); /* processes that map c */
 void cache_discard(struct um_cache *c, uint64_t off, uint64_t len); /* anonymous: to zeros */
 int cache_extend(struct um_cache *c, uint64_t end);
 int cache_fill(struct um_cache *c, uint64_t off, uint64_t len);
+/* Bytes [off, off+len) of the memfd written to store s: bytes written or
+ * -errno (of the memfd's read or the store's write). */
+ssize_t cache_save(struct um_cache *c, struct um_store *s, uint64_t off, uint64_t len);
+void cache_zero(struct um_cache *c, uint64_t off, uint64_t len); /* within one page */
 void cache_set_size(struct um_cache *c, uint64_t size);
 void cache_grow_to(struct um_cache *c, uint64_t size);
 int cache_refresh_size(struct um_cache *c);

@@ -74,7 +74,7 @@ static int wb_run(struct um_cache *c, uint64_t p, uint64_t q)
 	}
 	/* Bytes past the end of the file never reach it (as with the kernel). */
 	uint64_t wlen = off >= c->c_size ? 0 : (off + len > c->c_size ? c->c_size - off : len);
-	ssize_t n = wlen ? c->c_store->ops->write(c->c_store, c->c_win + off, wlen, off) : 0;
+	ssize_t n = wlen ? cache_save(c, c->c_store, off, wlen) : 0;
 	if (clean)
 		for (uint64_t i = p; i < q; i++)
 			c->c_pstate[i] = (uint8_t)((c->c_pstate[i] & ~PG_WRITING) | (n < 0 ? PG_DIRTY : 0));
@@ -91,7 +91,7 @@ static int wb_run(struct um_cache *c, uint64_t p, uint64_t q)
 	 * beyond the end in it: stores there are not file data. */
 	uint64_t eofpg = um_pgup(c->c_size);
 	if (c->c_size > off && c->c_size < off + len && c->c_size < eofpg)
-		memset(c->c_win + c->c_size, 0, eofpg - c->c_size);
+		cache_zero(c, c->c_size, eofpg - c->c_size);
 	c->c_st.bytes_written += (uint64_t)n;
 	um.st.bytes_written += (uint64_t)n;
 	c->c_st.writebacks += q - p;
@@ -292,7 +292,7 @@ static int swap_out(struct um_cache *c, uint64_t p, uint64_t pend)
 		}
 		uint64_t j = run_end(c->c_pstate, i, pend, PG_PRESENT, PG_PRESENT);
 		uint64_t off = i * UM_PAGE, len = (j - i) * UM_PAGE;
-		ssize_t n = c->c_swap->ops->write(c->c_swap, c->c_win + off, len, off);
+		ssize_t n = cache_save(c, c->c_swap, off, len);
 		if (n < 0)
 			return (int)n;
 		for (uint64_t k = i; k < j; k++)
