@@ -5,13 +5,13 @@
  *
  * A cache is a memfd holding the file's cached pages at their file offsets
  * (filled and written back with pread/pwrite of the memfd, never through a
- * mapping of it: see bounce()), a window (an unregistered shared mapping
- * of the memfd), and one state byte per page (PG_*, proto.h; in a memfd of
+ * mapping of it, so that a cached page is mapped once, in the user's
+ * mapping: see bounce()), and one state byte per page (PG_*, proto.h; in a memfd of
  * their own for files, which the writeback service holds too, see
  * service.c; in plain memory for anonymous memory).  The memfd is as large as
  * the furthest mapped offset (c_extent), not the file: the end of file is
  * enforced by the fault path, which reads the file's size, so a file that
- * grows is usable at once.  The window and the page states cover only what
+ * grows is usable at once.  The page states cover only what
  * can be cached (c_wext: up to the end of file, at most c_extent), so a
  * small file mapped at a huge offset costs nothing.  A page's life:
  *
@@ -87,7 +87,6 @@ static struct um_cache *cache_alloc(bool shared_states, int *err)
 		return NULL;
 	}
 	c->c_wd = -1;
-	c->c_win = MAP_FAILED;
 	c->c_pstate = MAP_FAILED;
 	c->c_memfd = memfd_create("ummap-cache", MFD_CLOEXEC);
 	c->c_statefd = c->c_memfd < 0 || !shared_states ? -1 : memfd_create("ummap-state", MFD_CLOEXEC);
@@ -321,8 +320,6 @@ void cache_free(struct um_cache *c)
 		if (um.recent[i].c == c)
 			um.recent[i].c = NULL;
 	svc_forget(c);
-	if (c->c_win != MAP_FAILED)
-		sys_munmap(c->c_win, c->c_wext);
 	if (c->c_pstate != MAP_FAILED)
 		sys_munmap(c->c_pstate, c->c_pslen);
 	sys_munmap(c->c_sh, UM_STATE_HDR);
@@ -342,8 +339,8 @@ static uint64_t round_extent(uint64_t x)
 	return r < x ? UINT64_MAX & ~(EXTENT_ROUND - 1) : r;
 }
 
-/* Grow the window and the page states to cover what can be cached now. */
-static int cache_grow_window(struct um_cache *c)
+/* Grow the page states to cover what can be cached now. */
+static int cache_grow_states(struct um_cache *c)
 {
 	uint64_t want = c->c_store && c->c_size < c->c_extent ? round_extent(c->c_size) : c->c_extent;
 	if (want > c->c_extent)
@@ -365,14 +362,6 @@ static int cache_grow_window(struct um_cache *c)
 		c->c_pstate = ps;
 		c->c_pslen = pslen;
 	}
-	void *w;
-	if (c->c_win == MAP_FAILED)
-		w = sys_mmap_engine(want, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, c->c_memfd, 0);
-	else
-		w = sys_mremap(c->c_win, c->c_wext, want, MREMAP_MAYMOVE, NULL);
-	if (w == MAP_FAILED)
-		return -errno;
-	c->c_win = w;
 	c->c_wext = want;
 	return 0;
 }
@@ -392,7 +381,7 @@ int cache_extend(struct um_cache *c, uint64_t end)
 			return -errno;
 		c->c_extent = ext;
 	}
-	return cache_grow_window(c);
+	return cache_grow_states(c);
 }
 
 struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *err)
@@ -478,7 +467,7 @@ struct um_cache *cache_new_anon(uint64_t len, bool shared, int *err)
 	if (!e) {
 		c->c_extent = len;
 		c->c_size = len;
-		e = cache_grow_window(c);
+		e = cache_grow_states(c);
 	}
 	if (e) {
 		*err = -e;
@@ -532,15 +521,16 @@ static uint8_t *bounce(void)
 {
 	static uint8_t *buf;
 	if (!buf) {
-		void *b = sys_mmap(NULL, BOUNCE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		void *b = sys_mmap_engine(BOUNCE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		buf = b == MAP_FAILED ? NULL : b;
 	}
 	return buf;
 }
 
 /* pread or pwrite of the memfd, all len bytes.  0 or -errno. */
-static int memfd_io(struct um_cache *c, bool wr, uint8_t *buf, size_t len, uint64_t off)
+int cache_io(struct um_cache *c, bool wr, void *vbuf, size_t len, uint64_t off)
 {
+	uint8_t *buf = vbuf;
 	while (len) {
 		ssize_t n = wr ? pwrite(c->c_memfd, buf, len, (off_t)off) : pread(c->c_memfd, buf, len, (off_t)off);
 		if (n < 0 && errno == EINTR)
@@ -567,7 +557,7 @@ static ssize_t cache_load(struct um_cache *c, struct um_store *s, uint64_t off, 
 		ssize_t n = s->ops->read(s, b, want, off + done);
 		if (n < 0)
 			return n;
-		int e = n ? memfd_io(c, true, b, (size_t)n, off + done) : 0;
+		int e = n ? cache_io(c, true, b, (size_t)n, off + done) : 0;
 		if (e)
 			return e;
 		done += (uint64_t)n;
@@ -585,7 +575,7 @@ ssize_t cache_save(struct um_cache *c, struct um_store *s, uint64_t off, uint64_
 		return -ENOMEM;
 	while (done < len) {
 		size_t n = len - done < BOUNCE ? len - done : BOUNCE;
-		int e = memfd_io(c, false, b, n, off + done);
+		int e = cache_io(c, false, b, n, off + done);
 		ssize_t w = e ? e : s->ops->write(s, b, n, off + done);
 		if (w < 0)
 			return w;
@@ -598,7 +588,7 @@ ssize_t cache_save(struct um_cache *c, struct um_store *s, uint64_t off, uint64_
 void cache_zero(struct um_cache *c, uint64_t off, uint64_t len)
 {
 	static uint8_t zeros[UM_PAGE]; /* (only ever read) */
-	memfd_io(c, true, zeros, len, off);
+	cache_io(c, true, zeros, len, off);
 }
 
 /*
@@ -683,8 +673,8 @@ void cache_set_size(struct um_cache *c, uint64_t size)
 	c->c_size = size;
 	c->c_sh->size = size;
 	if (size >= old) {
-		/* If the window cannot grow, faults beyond it raise SIGBUS. */
-		cache_grow_window(c);
+		/* If the states cannot grow, faults beyond them raise SIGBUS. */
+		cache_grow_states(c);
 		return;
 	}
 	uint64_t keep = um_pgup(size);

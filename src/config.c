@@ -178,7 +178,7 @@ static void private_copy(struct um_region *r)
 		uint64_t j = run_end(c->c_pstate + p0, k, np, PG_PRESENT | PG_SWAPPED, kind);
 		uint64_t off = (p0 + k) * UM_PAGE, blen = (j - k) * UM_PAGE;
 		if (kind & PG_PRESENT)
-			memcpy(n + k * UM_PAGE, c->c_win + off, blen);
+			cache_io(c, false, n + k * UM_PAGE, blen, off);
 		else if (kind)
 			c->c_swap->ops->read(c->c_swap, n + k * UM_PAGE, blen, off);
 		k = j;

@@ -207,7 +207,7 @@ static bool read_error(struct um_cache *c, uint64_t off, uintptr_t addr, pid_t t
 			continue;
 		}
 		if (act == UM_ERROR_ZERO) {
-			memset(c->c_win + off, 0, UM_PAGE);
+			cache_zero(c, off, UM_PAGE);
 			c->c_pstate[off / UM_PAGE] = PG_PRESENT | PG_REF | PG_ZERO;
 			c->c_sh->resident += UM_PAGE;
 			return true;

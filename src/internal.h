@@ -84,11 +84,8 @@ struct um_cache {
 	struct um_store *c_store; /* NULL for shared anonymous memory */
 	struct um_store *c_swap; /* anonymous: where evicted pages go, once needed */
 	int c_memfd;		/* the pages, at their file offsets */
-	uint8_t *c_win;		/* unregistered mapping of the memfd: a page
-				 * touched through it is mapped (and counted in
-				 * RSS) twice until punched */
 	uint64_t c_extent;	/* memfd size: the furthest mapped offset */
-	uint64_t c_wext;	/* window length: what can be cached, bytes */
+	uint64_t c_wext;	/* what can be cached (page states kept), bytes */
 	struct um_shared *c_sh;	/* header: lock, counters, mappings (proto.h) */
 	uint8_t *c_pstate;	/* PG_* per page, c_wext / UM_PAGE entries: they
 				 * follow the header in c_statefd for a file */
@@ -258,6 +255,7 @@ int cache_fill(struct um_cache *c, uint64_t off, uint64_t len);
 /* Bytes [off, off+len) of the memfd written to store s: bytes written or
  * -errno (of the memfd's read or the store's write). */
 ssize_t cache_save(struct um_cache *c, struct um_store *s, uint64_t off, uint64_t len);
+int cache_io(struct um_cache *c, bool wr, void *buf, size_t len, uint64_t off); /* pread/pwrite of the memfd */
 void cache_zero(struct um_cache *c, uint64_t off, uint64_t len); /* within one page */
 void cache_set_size(struct um_cache *c, uint64_t size);
 void cache_grow_to(struct um_cache *c, uint64_t size);

@@ -581,11 +581,12 @@ static int private_relocate(struct um_region *r, uint64_t keep)
 		uint8_t s = c->c_pstate[p];
 		if (!(s & (PG_PRESENT | PG_SWAPPED)))
 			continue;
-		sys_madvise(c->c_win + q * UM_PAGE, UM_PAGE, MADV_POPULATE_WRITE);
+		uint8_t page[UM_PAGE];
 		if (s & PG_PRESENT)
-			memcpy(c->c_win + q * UM_PAGE, c->c_win + p * UM_PAGE, UM_PAGE);
+			cache_io(c, false, page, UM_PAGE, p * UM_PAGE);
 		else
-			c->c_swap->ops->read(c->c_swap, c->c_win + q * UM_PAGE, UM_PAGE, p * UM_PAGE);
+			c->c_swap->ops->read(c->c_swap, page, UM_PAGE, p * UM_PAGE);
+		cache_io(c, true, page, UM_PAGE, q * UM_PAGE);
 		c->c_pstate[q] = PG_PRESENT | PG_REF;
 		c->c_sh->resident += UM_PAGE;
 	}
@@ -787,16 +788,15 @@ static bool can_move_each(uintptr_t os, size_t old_size, size_t new_size, int fl
 	       (region_at(os) || next_vma(os, &end) <= os);
 }
 
-/* Is the VMA at a one of the engine's own (a cache's window, page states
- * or header)?  The kernel may place them in a gap of the caller's: they
+/* Is the VMA at a one of the engine's own (a cache's page states or
+ * header)?  The kernel may place them in a gap of the caller's: they
  * stay, as if the gap were a hole (in a process without ummap it would
  * be). */
 static bool engine_vma(uintptr_t a)
 {
 	for (struct um_cache *c = um.caches; c; c = c->c_next) {
-		uintptr_t w = (uintptr_t)c->c_win, ps = (uintptr_t)c->c_pstate, sh = (uintptr_t)c->c_sh;
-		if ((c->c_win != MAP_FAILED && a >= w && a < w + c->c_wext) ||
-		    (c->c_pstate != MAP_FAILED && a >= ps && a < ps + c->c_pslen) || (a >= sh && a < sh + UM_STATE_HDR))
+		uintptr_t ps = (uintptr_t)c->c_pstate, sh = (uintptr_t)c->c_sh;
+		if ((c->c_pstate != MAP_FAILED && a >= ps && a < ps + c->c_pslen) || (a >= sh && a < sh + UM_STATE_HDR))
 			return true;
 	}
 	return false;

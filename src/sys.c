@@ -18,7 +18,7 @@ void *sys_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 }
 
 /*
- * The engine's own mappings (cache windows, page states, headers) go in a
+ * The engine's own mappings (page states, headers, buffers) go in a
  * zone of their own, far below where the kernel places the application's
  * (top down from below the stack): taken from the top like those, they
  * would fill the application's holes, where an access must fault, and
