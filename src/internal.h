@@ -263,18 +263,20 @@ int cache_refresh_size(struct um_cache *c);
 struct um_cache *cache_by_wd(int wd);
 struct um_cache *cache_by_file(dev_t dev, ino_t ino);
 
-/* writeback.c: writeback, eviction and the writeback thread. */
+/* writeback.c: writeback (I3) and the writeback thread. */
 int wb_range(struct um_cache *c, uint64_t off, uint64_t len);
 int wb_cache(struct um_cache *c);
 int wb_flush(struct um_cache *c, uint64_t off, uint64_t len); /* MS_SYNC */
 void wb_all(void);
-int evict_for(struct um_cache *c, uint64_t need, uint64_t busy_off, uint64_t busy_len, bool dirty_ok);
-void anon_refresh(bool now);
-void evict_range(struct um_cache *c, uint64_t off, uint64_t len, bool clean_only);
 bool wp_protect_cache_range(struct um_cache *c, uint64_t off, uint64_t len);
 int wb_start(void);
 void wb_kick(void);
 int wb_take_error(struct um_region *r);
+
+/* evict.c: eviction under the budgets (I4). */
+int evict_for(struct um_cache *c, uint64_t need, uint64_t busy_off, uint64_t busy_len, bool dirty_ok);
+void anon_refresh(bool now);
+void evict_range(struct um_cache *c, uint64_t off, uint64_t len, bool clean_only);
 
 /* signal.c: SIGBUS raised in a faulting thread on the fault thread's behalf. */
 int um_signal_no(void);
