@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 
 #include "compat.h"
 #include "internal.h"
@@ -221,6 +222,25 @@ int uffd_register(struct um_region *r)
 	if (ioctl(um.uffd, UFFDIO_REGISTER, &reg) < 0)
 		return -errno;
 	return 0;
+}
+
+/*
+ * Map region r's cache (offset off) over r's range, registered before any
+ * access can reach it: mapped PROT_NONE, registered, then given r_prot.  An
+ * access in between raises SIGSEGV, as before the call returns; shmem
+ * itself never serves it (that would put a page of zeros in the cache, or
+ * take a store unseen).  mflags: MAP_SHARED or MAP_PRIVATE and extras.
+ */
+int map_registered(struct um_region *r, int mflags, uint64_t off)
+{
+	void *p = (void *)r->r_start;
+	size_t len = r->r_end - r->r_start;
+	if (sys_mmap(p, len, PROT_NONE, MAP_FIXED | mflags, r->r_cache->c_memfd, (off_t)off) == MAP_FAILED)
+		return -errno;
+	int e = uffd_register(r);
+	if (!e && r->r_prot != PROT_NONE && sys_mprotect(p, len, r->r_prot) < 0)
+		e = -errno;
+	return e;
 }
 
 /* Does page p of r's cache need write protection in r: a clean page of a
