@@ -17,7 +17,7 @@
  *
  *      absent --cache_fill--> PRESENT --WP fault / map writable--> DIRTY
  *        ^                       |  ^                                |
- *        +------evict_range------+  +------wb_range (I3)-------------+
+ *        +-------cache_drop-------+  +------wb_range (I3)-------------+
  *
  * Truncation (cache_set_size) punches pages beyond the new end and zeroes
  * the tail of the last partial page, as the kernel's truncate does.
@@ -481,25 +481,55 @@ struct um_cache *cache_new_anon(uint64_t len, bool shared, int *err)
  * their swapped copies go (MADV_REMOVE, MADV_DONTNEED on private memory). */
 void cache_discard(struct um_cache *c, uint64_t off, uint64_t len)
 {
-	evict_range(c, off, len, false);
+	cache_drop(c, off, len, false);
 	if (c->c_swap && c->c_swap->ops->discard)
 		c->c_swap->ops->discard(c->c_swap, off, len);
 	for (uint64_t p = off / UM_PAGE; p < (off + len) / UM_PAGE && p < c->c_wext / UM_PAGE; p++)
 		c->c_pstate[p] &= (uint8_t)~PG_SWAPPED;
 }
 
-/* Drop one region's reference; the last one writes the cache back and frees
- * it.  A cache whose writeback fails is kept (it has no regions left and
- * still holds the dirty pages); the writeback thread retries it. */
-int cache_put(struct um_cache *c)
+/* Drop one region's reference; the last one frees the cache, unless it
+ * still holds dirty pages (the region map writes them back before it
+ * drops its last region, region.c; what could not be written is retried
+ * by the writeback thread, which then frees it). */
+void cache_put(struct um_cache *c)
 {
 	if (--c->c_refs > 0)
-		return 0;
+		return;
 	cache_lock(c);
-	int e = c->c_store && c->c_sh->dirty ? wb_cache(c) : 0;
-	if (!e)
+	if (!c->c_store || !c->c_sh->dirty)
 		cache_free(c);
-	return e;
+}
+
+/* Drop the PRESENT pages of [off, off+len) from the memfd (dirty ones too
+ * unless clean_only: truncation and MADV_REMOVE discard data). */
+void cache_drop(struct um_cache *c, uint64_t off, uint64_t len, bool clean_only)
+{
+	cache_lock(c);
+	uint64_t p = off / UM_PAGE, end = um_pgup(off + len) / UM_PAGE;
+	if (end > c->c_wext / UM_PAGE)
+		end = c->c_wext / UM_PAGE;
+	while (p < end) {
+		uint8_t s = c->c_pstate[p];
+		if (!(s & PG_PRESENT) || (clean_only && (s & PG_DIRTY))) {
+			p++;
+			continue;
+		}
+		uint64_t q = p, dirty = 0;
+		while (q < end && (c->c_pstate[q] & PG_PRESENT) &&
+		       !(clean_only && (c->c_pstate[q] & PG_DIRTY))) {
+			dirty += (c->c_pstate[q] & PG_DIRTY) != 0;
+			c->c_pstate[q++] &= PG_SWAPPED; /* a swapped copy stays */
+		}
+		uint64_t boff = p * UM_PAGE, blen = (q - p) * UM_PAGE;
+		/* Unmaps the pages from every VMA, then frees them. */
+		fallocate(c->c_memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)boff, (off_t)blen);
+		c->c_sh->resident -= blen;
+		c->c_sh->dirty -= dirty * UM_PAGE;
+		c->c_st.evictions += q - p;
+		um.st.evictions += q - p;
+		p = q;
+	}
 }
 
 /*
@@ -692,7 +722,7 @@ void cache_set_size(struct um_cache *c, uint64_t size)
 	if (size >= c->c_wext)
 		return;
 	if (keep < c->c_wext)
-		evict_range(c, keep, c->c_wext - keep, false);
+		cache_drop(c, keep, c->c_wext - keep, false);
 	if (size < keep && (c->c_pstate[size / UM_PAGE] & PG_PRESENT))
 		cache_zero(c, size, keep - size);
 }

@@ -25,37 +25,6 @@
 #include "compat.h"
 #include "internal.h"
 
-/* Drop the PRESENT pages of [off, off+len) from the memfd (dirty ones too
- * unless clean_only: truncation and MADV_REMOVE discard data). */
-void evict_range(struct um_cache *c, uint64_t off, uint64_t len, bool clean_only)
-{
-	cache_lock(c);
-	uint64_t p = off / UM_PAGE, end = um_pgup(off + len) / UM_PAGE;
-	if (end > c->c_wext / UM_PAGE)
-		end = c->c_wext / UM_PAGE;
-	while (p < end) {
-		uint8_t s = c->c_pstate[p];
-		if (!(s & PG_PRESENT) || (clean_only && (s & PG_DIRTY))) {
-			p++;
-			continue;
-		}
-		uint64_t q = p, dirty = 0;
-		while (q < end && (c->c_pstate[q] & PG_PRESENT) &&
-		       !(clean_only && (c->c_pstate[q] & PG_DIRTY))) {
-			dirty += (c->c_pstate[q] & PG_DIRTY) != 0;
-			c->c_pstate[q++] &= PG_SWAPPED; /* a swapped copy stays */
-		}
-		uint64_t boff = p * UM_PAGE, blen = (q - p) * UM_PAGE;
-		/* Unmaps the pages from every VMA, then frees them. */
-		fallocate(c->c_memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)boff, (off_t)blen);
-		c->c_sh->resident -= blen;
-		c->c_sh->dirty -= dirty * UM_PAGE;
-		c->c_st.evictions += q - p;
-		um.st.evictions += q - p;
-		p = q;
-	}
-}
-
 /* Is any page of [off, off+len) of c mapped by a locked region? */
 static bool chunk_locked(struct um_cache *c, uint64_t off, uint64_t len)
 {
@@ -100,7 +69,7 @@ static void evict_chunk(struct um_cache *c, uint64_t off, uint64_t busy_off, uin
 		unsigned j = i;
 		while (j < UM_EVICT_CHUNK && !((keep >> j) & 1))
 			j++;
-		evict_range(c, off + i * UM_PAGE, (j - i) * UM_PAGE, true);
+		cache_drop(c, off + i * UM_PAGE, (j - i) * UM_PAGE, true);
 		i = j;
 	}
 }

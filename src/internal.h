@@ -242,7 +242,8 @@ struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *
 struct um_cache *cache_new_anon(uint64_t len, bool shared, int *err);
 int cache_shared_by_service(struct um_cache *c, int memfd, int statefd); /* 0 or errno */
 void cache_watch(struct um_cache *c); /* inotify on a file cache's file */
-int cache_put(struct um_cache *c); /* drop a region's reference; 0 or -errno */
+void cache_put(struct um_cache *c); /* drop a region's reference */
+void cache_drop(struct um_cache *c, uint64_t off, uint64_t len, bool clean_only); /* punch */
 void cache_free(struct um_cache *c);
 void cache_lock(struct um_cache *c);	/* the cache's own lock, if shared */
 bool cache_trylock(struct um_cache *c, bool *taken);
@@ -277,7 +278,6 @@ int wb_take_error(struct um_region *r);
 /* evict.c: eviction under the budgets (I4). */
 int evict_for(struct um_cache *c, uint64_t need, uint64_t busy_off, uint64_t busy_len, bool dirty_ok);
 void anon_refresh(bool now);
-void evict_range(struct um_cache *c, uint64_t off, uint64_t len, bool clean_only);
 
 /* signal.c: SIGBUS raised in a faulting thread on the fault thread's behalf. */
 int um_signal_no(void);

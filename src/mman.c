@@ -307,7 +307,7 @@ int um_msync(void *addr, size_t length, int flags)
 				err = we;
 		}
 		if (flags & MS_INVALIDATE)
-			evict_range(c, off, b - a, true);
+			cache_drop(c, off, b - a, true);
 		int pe = wb_take_error(r);
 		if (pe && !err)
 			err = pe;
@@ -373,7 +373,7 @@ static void advise_region(struct um_region *r, uintptr_t s, uintptr_t e, int adv
 	case MADV_REMOVE:
 		/* The kernel punched the memfd; the file loses the range too. */
 		if (c && c->c_store) {
-			evict_range(c, off, len, false);
+			cache_drop(c, off, len, false);
 			fallocate(c->c_store->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
 		} else if (c) {
 			cache_discard(c, off, len);
@@ -391,7 +391,7 @@ static void advise_region(struct um_region *r, uintptr_t s, uintptr_t e, int adv
 		break;
 	case MADV_PAGEOUT:
 		if (c && c->c_store)
-			evict_range(c, off, len, true);
+			cache_drop(c, off, len, true);
 		else if (r->r_kind == UM_ANON_PRIVATE)
 			discard_lazyfree(c, off, len);
 		break;

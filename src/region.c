@@ -141,7 +141,7 @@ void drop_unmapped(struct um_cache *c, uint64_t off, uint64_t len)
 				 * now, as with the kernel's page cache. */
 				if (c->c_store)
 					wb_range(c, off, stop - off);
-				evict_range(c, off, stop - off, true);
+				cache_drop(c, off, stop - off, true);
 			}
 			off = stop;
 		}
@@ -190,9 +190,12 @@ int region_remove_range(uintptr_t start, uintptr_t end)
 			c->c_locked -= r->r_locked;
 			r->r_cache = NULL; /* no longer maps c, for drop_unmapped */
 			bool last = c->c_refs == 1;
-			e = cache_put(c);
+			/* The last region writes the cache back; what cannot
+			 * be written stays, for the writeback thread. */
+			e = last && c->c_store && c->c_sh->dirty ? wb_cache(c) : 0;
 			if (e && !err)
 				err = e;
+			cache_put(c);
 			if (!last && !um.remapping && (c->c_store || c->c_private))
 				drop_unmapped(c, r->r_off, r->r_end - r->r_start);
 		}
