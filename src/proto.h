@@ -55,9 +55,9 @@
 #include <sys/types.h>
 #include <sys/un.h>
 
-#define UM_PROTO_VERSION 4
+#define UM_PROTO_VERSION 5
 /* Abstract socket name: "\0" UM_SERVICE_NAME "-<uid>". */
-#define UM_SERVICE_NAME "ummap-service-v4"
+#define UM_SERVICE_NAME "ummap-service-v5"
 
 /* Page state bits, one byte per page of a cache, in the state memfd. */
 enum {
@@ -103,7 +103,7 @@ struct um_map_ent {
 	uint64_t start, off, len;
 };
 
-#define UM_SHARED_MAGIC 0x756d6d6170763401ULL /* "ummapv4" 1: the layout below */
+#define UM_SHARED_MAGIC 0x756d6d6170763501ULL /* "ummapv5" 1: the layout below */
 #define UM_STATE_HDR (64UL << 10) /* the page states follow the header */
 #define UM_MAX_MAPS ((UM_STATE_HDR - 256) / sizeof(struct um_map_ent))
 
