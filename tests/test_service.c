@@ -1,0 +1,264 @@
+/*
+ * test_service.c - the writeback service as the processes that use it
+ * need it: a lost connection or a killed service costs no store and no
+ * sharing, a process in another PID namespace is protected like any
+ * other, the service outlives the cgroup of the application that started
+ * it, and an installed library finds the installed service.
+ *
+ * Processes are forked before any of them uses ummap, so each starts its
+ * engine (and its connection) of its own.  Some tests kill the running
+ * service: it is this protocol version's, which only this build uses.
+ * Waits for something the service or a watcher does "at once" poll with
+ * a generous cap (WAIT_STEPS), only so that a broken build fails instead
+ * of hanging.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "proto.h"
+#include "ummap.h"
+
+#define PG 4096UL
+#define WAIT_STEPS 3000 /* of 10 ms */
+
+/* The running service's pid (0 if none answers). */
+static pid_t service_pid(void)
+{
+	struct sockaddr_un a;
+	socklen_t alen = um_service_addr(&a, geteuid());
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	struct ucred cr = { 0 };
+	socklen_t crlen = sizeof cr;
+	if (s < 0 || connect(s, (struct sockaddr *)&a, alen) < 0 ||
+	    getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) < 0)
+		cr.pid = 0;
+	if (s >= 0)
+		close(s);
+	return cr.pid;
+}
+
+/* Kill the running service, if any, and wait until it is gone. */
+static void service_kill(void)
+{
+	pid_t pid = service_pid();
+	if (!pid)
+		return;
+	int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	kill(pid, SIGKILL);
+	if (pfd >= 0) {
+		struct pollfd p = { .fd = pfd, .events = POLLIN };
+		poll(&p, 1, -1);
+		close(pfd);
+	}
+	for (int i = 0; i < WAIT_STEPS && service_pid() == pid; i++)
+		usleep(10000);
+}
+
+/* The service's STAT answer, in buf ("" if none answers). */
+static void service_stat(char *buf, size_t n)
+{
+	buf[0] = 0;
+	struct sockaddr_un a;
+	socklen_t alen = um_service_addr(&a, geteuid());
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	struct um_msg m = { .type = UM_MSG_STAT, .version = UM_PROTO_VERSION };
+	if (s < 0 || connect(s, (struct sockaddr *)&a, alen) < 0 || send(s, &m, sizeof m, MSG_NOSIGNAL) < 0) {
+		if (s >= 0)
+			close(s);
+		return;
+	}
+	size_t len = 0;
+	ssize_t k;
+	while (len + 1 < n && (k = recv(s, buf + len, n - len - 1, 0)) > 0)
+		len += (size_t)k;
+	buf[len] = 0;
+	close(s);
+}
+
+/* Wait until the service lists path with `want` in its line. */
+static bool wait_listed(const char *path, const char *want)
+{
+	static char buf[1 << 16];
+	for (int i = 0; i < WAIT_STEPS; i++) {
+		service_stat(buf, sizeof buf);
+		for (char *l = buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+			char *end = strchr(l, '\n');
+			size_t ll = end ? (size_t)(end - l) : strlen(l);
+			char line[1024];
+			snprintf(line, sizeof line, "%.*s", (int)(ll < sizeof line ? ll : sizeof line - 1), l);
+			if (strstr(line, path) && strstr(line, want))
+				return true;
+		}
+		usleep(10000);
+	}
+	return false;
+}
+
+/* A file of n pages of 'a', its path in path. */
+static int file_of(char *path, size_t pages)
+{
+	int fd = mkstemp(path);
+	cr_assert(fd >= 0);
+	char page[PG];
+	memset(page, 'a', sizeof page);
+	for (size_t i = 0; i < pages; i++)
+		cr_assert(pwrite(fd, page, PG, (off_t)(i * PG)) == (ssize_t)PG);
+	return fd;
+}
+
+static char byte_at(const char *path, off_t off)
+{
+	int fd = open(path, O_RDONLY);
+	char b = 0;
+	cr_assert(fd >= 0 && pread(fd, &b, 1, off) == 1);
+	close(fd);
+	return b;
+}
+
+/* A pair of pipes between the test and one child: step() sends a byte one
+ * way, await() waits for one. */
+struct chan {
+	int to[2], from[2];
+};
+
+static void chan_open(struct chan *c)
+{
+	cr_assert(pipe(c->to) == 0 && pipe(c->from) == 0);
+}
+
+static void step(int fd)
+{
+	char b = 's';
+	if (write(fd, &b, 1) != 1)
+		_exit(90);
+}
+
+static bool await(int fd)
+{
+	char b;
+	return read(fd, &b, 1) == 1;
+}
+
+/* Child: map path shared, store `first` at byte 0 and tell; then, at each
+ * go from the test, store the next of `then` at byte 0 and tell.  Killed
+ * by the test. */
+static void child_store(const char *path, struct chan *c, char first, const char *then, bool drop_connection)
+{
+	int fd = open(path, O_RDWR);
+	char *p = um_mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		_exit(91);
+	p[0] = first;
+	if (drop_connection) {
+		/* What the library does with an answer that does not come in
+		 * time: give the connection up. */
+		for (int s = 3; s < 1024; s++) {
+			int type;
+			socklen_t tl = sizeof type;
+			if (getsockopt(s, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_SEQPACKET)
+				shutdown(s, SHUT_RDWR);
+		}
+	}
+	step(c->from[1]);
+	for (const char *t = then; *t; t++) {
+		if (!await(c->to[0]))
+			_exit(0);
+		p[0] = *t;
+		step(c->from[1]);
+	}
+	for (;;)
+		pause();
+}
+
+static pid_t spawn_store(const char *path, struct chan *c, char first, const char *then, bool drop)
+{
+	chan_open(c);
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* (a failing test ends here) */
+		child_store(path, c, first, then, drop);
+	}
+	cr_assert(await(c->from[0]), "the child mapped the file");
+	return pid;
+}
+
+static void reap(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
+/* A process whose connection is lost (an answer that came too late) may
+ * still store into pages others clean: the service keeps write-protecting
+ * it, and its store after another process's msync reaches the file. */
+Test(service, a_lost_connection_costs_no_store)
+{
+	char path[] = "/tmp/ummap-svc-lost.XXXXXX";
+	int fd = file_of(path, 2);
+	struct chan c;
+	pid_t a = spawn_store(path, &c, 'x', "y", true);
+	char *p = um_mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert(p != MAP_FAILED);
+	cr_assert(p[0] == 'x', "one cache: the other process's store is seen");
+	cr_assert(um_msync(p, 2 * PG, MS_SYNC) == 0);
+	step(c.to[1]);
+	cr_assert(await(c.from[0]));
+	cr_expect(p[0] == 'y');
+	reap(a);
+	cr_assert(um_munmap(p, 2 * PG) == 0);
+	cr_expect(byte_at(path, 0) == 'y', "the store made after the msync reached the file (got '%c')",
+		  byte_at(path, 0));
+	close(fd);
+	unlink(path);
+}
+
+/* The service is killed while two processes share a file's cache with a
+ * store not yet written back: they connect to a new service and hand it
+ * their cache, so a process started afterwards shares it, and a store of
+ * theirs still reaches the file when they are killed in turn. */
+Test(service, a_killed_service_is_replaced_and_given_the_caches)
+{
+	char path[] = "/tmp/ummap-svc-kill.XXXXXX";
+	int fd = file_of(path, 2);
+	struct chan c1, c2;
+	pid_t a1 = spawn_store(path, &c1, 'x', "", false);
+	pid_t a2 = spawn_store(path, &c2, 'x', "wv", false);
+	service_kill();
+	cr_assert(wait_listed(path, "2 process(es)"),
+		  "the two processes connected to a new service and handed it the file's cache");
+	char *p = um_mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert(p != MAP_FAILED);
+	cr_expect(p[0] == 'x', "a process started after the service was killed shares the cache (read '%c')", p[0]);
+	step(c2.to[1]);
+	cr_assert(await(c2.from[0]));
+	cr_expect(p[0] == 'w', "and sees the others' stores (read '%c')", p[0]);
+	cr_assert(um_munmap(p, 2 * PG) == 0);
+	step(c2.to[1]);
+	cr_assert(await(c2.from[0]));
+	reap(a1);
+	reap(a2);
+	/* Only the new service holds the last store now. */
+	for (int i = 0; i < WAIT_STEPS && byte_at(path, 0) != 'v'; i++)
+		usleep(10000);
+	cr_expect(byte_at(path, 0) == 'v', "the killed processes' store reached the file (got '%c')",
+		  byte_at(path, 0));
+	close(fd);
+	unlink(path);
+}
