@@ -70,6 +70,22 @@ static void service_kill(void)
 		usleep(10000);
 }
 
+/* Start the service ($UMMAP_SERVICE) if none runs, from this process. */
+static void service_start(void)
+{
+	if (service_pid())
+		return;
+	const char *path = getenv("UMMAP_SERVICE");
+	cr_assert(path && *path, "UMMAP_SERVICE names the service to test");
+	pid_t pid = fork();
+	if (pid == 0) {
+		execl(path, "ummap", "service", "--daemon", (char *)NULL);
+		_exit(127);
+	}
+	int st;
+	cr_assert(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s started", path);
+}
+
 /* The service's STAT answer, in buf ("" if none answers). */
 static void service_stat(char *buf, size_t n)
 {
@@ -258,6 +274,60 @@ Test(service, a_killed_service_is_replaced_and_given_the_caches)
 	for (int i = 0; i < WAIT_STEPS && byte_at(path, 0) != 'v'; i++)
 		usleep(10000);
 	cr_expect(byte_at(path, 0) == 'v', "the killed processes' store reached the file (got '%c')",
+		  byte_at(path, 0));
+	close(fd);
+	unlink(path);
+}
+
+/* Can this process make a PID namespace (root, or a user namespace)? */
+static bool can_unshare_pid(void)
+{
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(unshare(CLONE_NEWPID) == 0 ? 0 : 1);
+	int st;
+	return pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+/* A process in another PID namespace (its getpid() is 1) is write-protected
+ * by others' writeback like any other: its store after another process's
+ * msync reaches the file. */
+Test(service, a_process_in_another_pid_namespace_is_protected)
+{
+	if (!can_unshare_pid())
+		cr_skip_test("cannot make a PID namespace here (needs root or user namespaces)");
+	/* The service runs outside the namespace (one started inside it
+	 * would live and die in it: README). */
+	service_start();
+	char path[] = "/tmp/ummap-svc-pidns.XXXXXX";
+	int fd = file_of(path, 2);
+	struct chan c;
+	chan_open(&c);
+	pid_t outer = fork();
+	cr_assert(outer >= 0);
+	if (outer == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (unshare(CLONE_NEWPID) < 0)
+			_exit(92);
+		pid_t inner = fork(); /* pid 1 of the new namespace */
+		if (inner == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			child_store(path, &c, 'x', "y", false);
+		}
+		waitpid(inner, NULL, 0);
+		_exit(0);
+	}
+	cr_assert(await(c.from[0]), "the process in the namespace mapped the file");
+	char *p = um_mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert(p != MAP_FAILED);
+	cr_assert(p[0] == 'x', "one cache across the namespaces");
+	cr_assert(um_msync(p, 2 * PG, MS_SYNC) == 0);
+	step(c.to[1]);
+	cr_assert(await(c.from[0]));
+	cr_expect(p[0] == 'y');
+	cr_assert(um_munmap(p, 2 * PG) == 0);
+	reap(outer);
+	cr_expect(byte_at(path, 0) == 'y', "the store made after the msync reached the file (got '%c')",
 		  byte_at(path, 0));
 	close(fd);
 	unlink(path);
