@@ -332,3 +332,49 @@ Test(service, a_process_in_another_pid_namespace_is_protected)
 	close(fd);
 	unlink(path);
 }
+
+/* `make && make install PREFIX=DIR`: a program built against DIR with
+ * pkg-config and run without UMMAP_SERVICE is served by DIR's service
+ * (the library looks beside itself before the path the build named). */
+Test(install, an_installed_library_starts_the_installed_service)
+{
+	char dir[] = "/tmp/ummap-inst.XXXXXX";
+	cr_assert(mkdtemp(dir));
+	const char *b = getenv("B") ? getenv("B") : "build";
+	char cmd[4096], file[512], exe[512], want[512];
+	snprintf(file, sizeof file, "%s/data", dir);
+	FILE *f = fopen(file, "w");
+	cr_assert(f && fputs("aaaa", f) >= 0 && fclose(f) == 0);
+	snprintf(cmd, sizeof cmd,
+		 "set -e; make -s install B=%s PREFIX=%s >%s/install.log 2>&1\n"
+		 "cat >%s/prog.c <<'END'\n"
+		 "#include <fcntl.h>\n#include <stdio.h>\n#include <sys/mman.h>\n#include <ummap.h>\n"
+		 "int main(int argc, char **argv) {\n"
+		 "	int fd = open(argv[1], O_RDWR);\n"
+		 "	char *p = um_mmap(NULL, 4, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);\n"
+		 "	if (p == MAP_FAILED) return 1;\n"
+		 "	p[0] = 'b';\n"
+		 "	return um_munmap(p, 4) != 0;\n"
+		 "}\nEND\n"
+		 "export PKG_CONFIG_PATH=%s/lib/pkgconfig\n"
+		 "cc -o %s/prog %s/prog.c $(pkg-config --cflags --libs ummap)\n"
+		 "env -u UMMAP_SERVICE LD_LIBRARY_PATH=%s/lib %s/prog %s 2>%s/prog.err\n"
+		 "test ! -s %s/prog.err",
+		 b, dir, dir, dir, dir, dir, dir, dir, dir, file, dir, dir);
+	service_kill();
+	int st = system(cmd);
+	snprintf(cmd, sizeof cmd, "cat %s/install.log %s/prog.err 1>&2", dir, dir);
+	if (st)
+		system(cmd);
+	cr_expect(st == 0, "installed, built with pkg-config and run without a word on stderr");
+	pid_t svc = service_pid();
+	char link[64];
+	snprintf(link, sizeof link, "/proc/%d/exe", (int)svc);
+	ssize_t n = svc ? readlink(link, exe, sizeof exe - 1) : -1;
+	exe[n > 0 ? n : 0] = 0;
+	snprintf(want, sizeof want, "%s/bin/ummap", dir);
+	cr_expect(!strcmp(exe, want), "the service runs from %s (runs: '%s')", want, exe);
+	service_kill();
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	cr_assert(system(cmd) == 0);
+}
