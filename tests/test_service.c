@@ -378,3 +378,90 @@ Test(install, an_installed_library_starts_the_installed_service)
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	cr_assert(system(cmd) == 0);
 }
+
+/* A cgroup hierarchy this process may make cgroups in: cgroup v1's memory
+ * controller, or cgroup v2 (with cgroup.kill); NULL if none. */
+static const char *cgroup_root(bool *v2)
+{
+	static const char *const roots[] = { "/sys/fs/cgroup/memory", "/sys/fs/cgroup", "/sys/fs/cgroup/unified" };
+	for (size_t i = 0; i < sizeof roots / sizeof *roots; i++) {
+		char p[256];
+		snprintf(p, sizeof p, "%s/cgroup.procs", roots[i]);
+		if (access(p, W_OK) < 0)
+			continue;
+		snprintf(p, sizeof p, "%s/cgroup.kill", roots[i]);
+		*v2 = access(p, F_OK) == 0;
+		if (*v2 && i == 0)
+			continue;
+		return roots[i];
+	}
+	return NULL;
+}
+
+static bool write_to(const char *dir, const char *name, const char *text)
+{
+	char p[512];
+	snprintf(p, sizeof p, "%s/%s", dir, name);
+	FILE *f = fopen(p, "w");
+	return f && fputs(text, f) >= 0 && fclose(f) == 0;
+}
+
+/* Kill every process of cgroup dir (v1: one by one, until none is left). */
+static void kill_cgroup(const char *dir, bool v2)
+{
+	if (v2 && write_to(dir, "cgroup.kill", "1"))
+		return;
+	char p[512];
+	snprintf(p, sizeof p, "%s/cgroup.procs", dir);
+	for (int i = 0; i < WAIT_STEPS; i++) {
+		FILE *f = fopen(p, "r");
+		int pid, n = 0;
+		while (f && fscanf(f, "%d", &pid) == 1 && ++n)
+			kill(pid, SIGKILL);
+		if (f)
+			fclose(f);
+		if (!n)
+			return;
+		usleep(10000);
+	}
+}
+
+/* The service, started by a process of an application's cgroup, outlives
+ * that cgroup being killed (systemctl stop, an OOM group kill), and writes
+ * back what the killed process left. */
+Test(service, outlives_the_cgroup_that_started_it)
+{
+	bool v2;
+	const char *root = cgroup_root(&v2);
+	if (!root)
+		cr_skip_test("no cgroup hierarchy this user may make cgroups in");
+	char grp[256];
+	snprintf(grp, sizeof grp, "%s/ummap-test-%d", root, (int)getpid());
+	if (mkdir(grp, 0755) < 0)
+		cr_skip_test("cannot make a cgroup in %s: %s", root, strerror(errno));
+	service_kill();
+	char path[] = "/tmp/ummap-svc-cgroup.XXXXXX";
+	int fd = file_of(path, 2);
+	struct chan c;
+	chan_open(&c);
+	pid_t a = fork();
+	cr_assert(a >= 0);
+	if (a == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (!write_to(grp, "cgroup.procs", "0"))
+			_exit(93);
+		child_store(path, &c, 'x', "", false); /* starts the service */
+	}
+	cr_assert(await(c.from[0]), "the process in the cgroup mapped the file");
+	pid_t svc = service_pid();
+	cr_assert(svc > 0, "it started a service");
+	kill_cgroup(grp, v2);
+	waitpid(a, NULL, 0);
+	cr_expect(service_pid() == svc, "the service outlived the cgroup");
+	for (int i = 0; i < WAIT_STEPS && byte_at(path, 0) != 'x'; i++)
+		usleep(10000);
+	cr_expect(byte_at(path, 0) == 'x', "the killed process's store reached the file (got '%c')", byte_at(path, 0));
+	rmdir(grp);
+	close(fd);
+	unlink(path);
+}

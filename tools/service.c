@@ -35,6 +35,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -750,6 +751,64 @@ static int serve(int lsock)
 	}
 }
 
+static bool write_file(const char *dir, const char *name, const char *text)
+{
+	char p[PATH_MAX];
+	snprintf(p, sizeof p, "%s/%s", dir, name);
+	int fd = open(p, O_WRONLY | O_CLOEXEC);
+	bool ok = fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+	int e = errno;
+	if (fd >= 0)
+		close(fd);
+	errno = e;
+	return ok;
+}
+
+static void copy_file(const char *from, const char *to, const char *name)
+{
+	char p[PATH_MAX], text[256];
+	snprintf(p, sizeof p, "%s/%s", from, name);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, text, sizeof text - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	text[n > 0 ? n : 0] = 0;
+	if (n > 0)
+		write_file(to, name, text);
+}
+
+/* Join (make) the cgroup "ummap-service" at the root of the hierarchy
+ * mounted at mnt, if this user may. */
+static void join_cgroup(const char *mnt)
+{
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof dir, "%s/ummap-service", mnt);
+	if ((mkdir(dir, 0755) < 0 && errno != EEXIST) || write_file(dir, "cgroup.procs", "0") || errno != ENOSPC)
+		return;
+	/* A new cpuset (v1) has no CPUs and memory nodes for its tasks yet. */
+	copy_file(mnt, dir, "cpuset.cpus");
+	copy_file(mnt, dir, "cpuset.mems");
+	write_file(dir, "cgroup.procs", "0");
+}
+
+/* Leave the application's cgroups, in every hierarchy mounted here (v1 and
+ * v2), so that what stops the application -- its cgroup killed, `systemctl
+ * stop`, an OOM group kill -- leaves the service and the pages it holds for
+ * ended processes alone.  Where this user may not (README), it stays. */
+static void leave_cgroups(void)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[4096], mnt[2048], type[64];
+	while (f && fgets(line, sizeof line, f)) {
+		const char *dash = strstr(line, " - ");
+		if (dash && sscanf(line, "%*s %*s %*s %*s %2047s", mnt) == 1 && sscanf(dash + 3, "%63s", type) == 1 &&
+		    (!strcmp(type, "cgroup") || !strcmp(type, "cgroup2")))
+			join_cgroup(mnt);
+	}
+	if (f)
+		fclose(f);
+}
+
 /* `ummap service [--daemon] [--idle SECONDS]` */
 int service_main(int argc, char **argv)
 {
@@ -815,6 +874,7 @@ int service_main(int argc, char **argv)
 		}
 		close(ready[0]);
 		setsid();
+		leave_cgroups();
 		if (listen(lsock, 64) < 0 || write(ready[1], "r", 1) != 1)
 			return 1;
 		close(ready[1]);
