@@ -51,6 +51,7 @@ extern char **environ;
 static int32_t my_id;	    /* this process's id at the service (proto.h) */
 static int watch_fd = -1;   /* the watcher's own descriptor of the connection */
 static pid_t watcher_of;    /* the process whose watcher thread runs */
+static ino_t svc_ino;	    /* the connection's socket */
 
 int32_t svc_id(void) { return my_id; }
 
@@ -94,14 +95,22 @@ static ssize_t recv_answer(int fd, struct msghdr *mh, int ms)
 	return n;
 }
 
+/* Close fd if it is still the connection's socket: an application that
+ * closes every descriptor may have reused the number. */
+static void close_ours(int fd)
+{
+	struct stat st;
+	if (fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == svc_ino) {
+		shutdown(fd, SHUT_RDWR);
+		close(fd);
+	}
+}
+
 /* Give up the connection: the watcher sees it hang up and connects again.
  * (shutdown, not close alone: the watcher's descriptor keeps it open.) */
 static void svc_drop(void)
 {
-	if (um.svc < 0)
-		return;
-	shutdown(um.svc, SHUT_RDWR);
-	close(um.svc);
+	close_ours(um.svc);
 	um.svc = -1;
 }
 
@@ -296,6 +305,8 @@ static void svc_use(int fd, int32_t id)
 	my_id = id;
 	um.svc = fd;
 	watch_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	struct stat st;
+	svc_ino = fstat(fd, &st) == 0 ? st.st_ino : 0;
 }
 
 static void wait_hangup(int fd)
@@ -315,10 +326,9 @@ static void *svc_watch(void *arg)
 		if (watch_fd >= 0)
 			wait_hangup(watch_fd);
 		um_lock();
-		if (watch_fd >= 0)
-			close(watch_fd);
+		svc_drop(); /* (shuts the socket down: safe before watch_fd's close) */
+		close_ours(watch_fd);
 		watch_fd = -1;
-		svc_drop();
 		um_unlock();
 		int32_t id;
 		int fd = svc_reach(&id);
