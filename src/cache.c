@@ -23,7 +23,6 @@
  * the tail of the last partial page, as the kernel's truncate does.
  */
 #include <errno.h>
-#include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -218,17 +217,22 @@ void cache_unlock(struct um_cache *c)
 
 /*
  * This process's entries in c's table of write-tracked mappings, rebuilt
- * from its regions (adjacent pieces in one entry), under c's lock.  The
- * entries of processes that no longer exist are freed on the way.
+ * from its regions (adjacent pieces in one entry), under c's lock.  They
+ * carry the id the service knows this process by (proto.h), not its pid:
+ * the service may see it in another PID namespace.  The service frees the
+ * entries of processes that are gone; without an id (no service yet, in
+ * a fork child) there are none to write.
  */
 static void sync_maps(struct um_cache *c)
 {
 	struct um_shared *h = c->c_sh;
-	int32_t me = (int32_t)getpid();
+	int32_t me = svc_id();
+	if (!me)
+		return;
 	for (uint32_t i = 0; i < h->nmaps; i++)
-		if (h->maps[i].pid == me || (h->maps[i].pid && kill(h->maps[i].pid, 0) < 0 && errno == ESRCH))
-			h->maps[i].pid = 0;
-	while (h->nmaps && !h->maps[h->nmaps - 1].pid)
+		if (h->maps[i].id == me)
+			h->maps[i].id = 0;
+	while (h->nmaps && !h->maps[h->nmaps - 1].id)
 		h->nmaps--;
 	struct um_map_ent *last = NULL;
 	uint32_t free_at = 0;
@@ -241,7 +245,7 @@ static void sync_maps(struct um_cache *c)
 			last->len += r->r_end - r->r_start;
 			continue;
 		}
-		while (free_at < h->nmaps && h->maps[free_at].pid)
+		while (free_at < h->nmaps && h->maps[free_at].id)
 			free_at++;
 		if (free_at == h->nmaps && h->nmaps == UM_MAX_MAPS) {
 			if (!warned)
@@ -254,7 +258,7 @@ static void sync_maps(struct um_cache *c)
 		if (free_at == h->nmaps)
 			h->nmaps++;
 		last = &h->maps[free_at];
-		*last = (struct um_map_ent){ .pid = me, .start = r->r_start, .off = r->r_off,
+		*last = (struct um_map_ent){ .id = me, .start = r->r_start, .off = r->r_off,
 					     .len = r->r_end - r->r_start };
 	}
 }
@@ -281,15 +285,15 @@ uint64_t cache_procs(struct um_cache *c)
 	cache_lock(c);
 	const struct um_shared *h = c->c_sh;
 	uint64_t n = 0;
-	int32_t me = (int32_t)getpid();
+	int32_t me = svc_id();
 	bool mine = false;
 	for (uint32_t i = 0; i < h->nmaps; i++) {
-		int32_t pid = h->maps[i].pid;
-		bool first = pid != 0;
+		int32_t id = h->maps[i].id;
+		bool first = id != 0;
 		for (uint32_t j = 0; j < i && first; j++)
-			first = h->maps[j].pid != pid;
+			first = h->maps[j].id != id;
 		n += first;
-		mine |= pid == me;
+		mine |= id != 0 && id == me;
 	}
 	return n + !mine;
 }

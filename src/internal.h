@@ -292,6 +292,7 @@ int svc_protect(struct um_cache *c, uint64_t off, uint64_t len); /* in others */
 void svc_wb_error(struct um_cache *c, int err); /* a writeback of c failed */
 void svc_check_errors(struct um_cache *c); /* others' failed writebacks of c's file */
 void svc_fork_child(void);
+int32_t svc_id(void); /* this process's id in the mapping tables (proto.h) */
 
 /* fault.c */
 int fault_start(void);

@@ -16,8 +16,24 @@
  * per user and protocol version (no file to squat or to follow); each side
  * checks the other's uid with SO_PEERCRED.  The library sends HELLO with
  * its userfaultfd and waits for the service's answer, so the service opens
- * the pidfd while the process is certainly alive (no pid reuse).  Messages
- * are struct um_msg.  STAT and RECOVER (from `ummap stat` / `ummap
+ * the pidfd while the process is certainly alive (no pid reuse).  The answer
+ * carries the process's id: its pid as the service sees it, which differs
+ * from getpid() in another PID namespace; the process keys its entries in
+ * the mapping tables (below) by it.  HELLO's off is the address of a page
+ * the process never registers: an UFFDIO_WRITEPROTECT there tells the
+ * service whether the process's address space still exists (ENOENT) or
+ * not (ESRCH: it ended or exec'd).  Messages are struct um_msg.
+ *
+ * Reconnecting.  A process whose connection is lost (an answer that does
+ * not come, the service killed) connects again, says HELLO, and sends OPEN
+ * with UM_OPEN_HELD for each cache it shares: "I hold this file's cache,
+ * here are its memfds".  The service keeps the memfds it is given then (a
+ * new service adopts the old caches; the next processes get them), and a
+ * connection that closes while its process's address space lives does not
+ * end the process there: the service keeps its userfaultfd.  While a
+ * process that has entries in a cache's table cannot be write-protected
+ * (the service does not know it: it has not reconnected yet), WP answers
+ * an error, and the asker keeps the range dirty.  STAT and RECOVER (from `ummap stat` / `ummap
  * recover`) are answered by text lines, one message each, ended by an
  * empty message.
  *
@@ -55,9 +71,9 @@
 #include <sys/types.h>
 #include <sys/un.h>
 
-#define UM_PROTO_VERSION 4
+#define UM_PROTO_VERSION 5
 /* Abstract socket name: "\0" UM_SERVICE_NAME "-<uid>". */
-#define UM_SERVICE_NAME "ummap-service-v4"
+#define UM_SERVICE_NAME "ummap-service-v5"
 
 /* Page state bits, one byte per page of a cache, in the state memfd. */
 enum {
@@ -72,7 +88,9 @@ enum {
 };
 
 enum um_msg_type {
-	UM_MSG_HELLO = 1,   /* library -> service, fd: its userfaultfd; answered by HELLO */
+	UM_MSG_HELLO = 1,   /* library -> service, fd: its userfaultfd, off: a
+			     * page it never registers; answered by HELLO, seq:
+			     * its id */
 	UM_MSG_OPEN,	    /* fds file, data, state: the file's cache, please;
 			     * answered by OPEN with fds data, state (or err) */
 	UM_MSG_DROP,	    /* dev/ino: this process is done with the cache */
@@ -82,7 +100,8 @@ enum um_msg_type {
 			     * with the file's new seq */
 	UM_MSG_ERRQ,	    /* dev/ino's seq and last err, please */
 	UM_MSG_WP,	    /* write-protect [off, off+len) of dev/ino in the
-			     * other processes (the asker holds the lock); answered */
+			     * other processes (the asker holds the lock); answered,
+			     * err set if a process could not be reached */
 };
 
 struct um_msg {
@@ -92,18 +111,23 @@ struct um_msg {
 	uint64_t off, len; /* WP: the range */
 	uint64_t seq;	  /* answers: writeback errors of the file so far */
 	int32_t err;	  /* WBERR, answers: the last one's errno */
-	uint32_t pad;
+	uint32_t flags;	  /* OPEN: UM_OPEN_HELD */
 };
 
+#define UM_OPEN_HELD 1 /* OPEN: the memfds sent are the cache this process
+			* already shares (reconnecting), not fresh ones */
+
 /* A write-tracked mapping of a shared cache by one process: cache offsets
- * [off, off+len) at address start.  pid 0: a free slot. */
+ * [off, off+len) at address start.  id: the process's id at the service
+ * (HELLO), 0 for a free slot.  A process writes only its own entries; the
+ * service frees those of processes that are gone. */
 struct um_map_ent {
-	int32_t pid;
+	int32_t id;
 	uint32_t pad;
 	uint64_t start, off, len;
 };
 
-#define UM_SHARED_MAGIC 0x756d6d6170763401ULL /* "ummapv4" 1: the layout below */
+#define UM_SHARED_MAGIC 0x756d6d6170763501ULL /* "ummapv5" 1: the layout below */
 #define UM_STATE_HDR (64UL << 10) /* the page states follow the header */
 #define UM_MAX_MAPS ((UM_STATE_HDR - 256) / sizeof(struct um_map_ent))
 

@@ -5,17 +5,28 @@
  * write-protect pages in the other processes, tell it when a cache is gone.
  *
  * The service is the `ummap` program (`ummap service`), found at
- * $UMMAP_SERVICE or where `make install` put it.  Without it ummap works as
- * before, but what is not yet written back when the process is killed is
- * lost; um_mmap says so once on stderr (UMMAP_SERVICE=none: silently).
+ * $UMMAP_SERVICE, else in the bin directory beside the lib directory this
+ * library was loaded from (an install to any PREFIX), else where the build
+ * said `make install` would put it.  Without it ummap works as before, but
+ * what is not yet written back when the process is killed is lost; um_mmap
+ * says so once on stderr (UMMAP_SERVICE=none: silently).  A set-id program
+ * never starts one (nor reads UMMAP_SERVICE).
  *
  * Starting it must not disturb the application: the helper process is
  * cloned without an exit signal (no SIGCHLD, invisible to the
  * application's wait()), runs only raw system calls (its own child execs
  * the starter, see svc_spawn), and is reaped here; the service detaches
  * itself and has bound its socket by the time the helper exits.
+ *
+ * A lost connection (an answer that did not come in time, the service
+ * killed) is found by a watcher thread, which connects again (starting a
+ * new service if needed) and hands every shared cache back (proto.h:
+ * Reconnecting); meanwhile, requests fail and nothing is taken as clean.
  */
+#include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stddef.h>
@@ -26,6 +37,7 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -36,10 +48,35 @@
 
 extern char **environ;
 
+static int32_t my_id;	    /* this process's id at the service (proto.h) */
+static int watch_fd = -1;   /* the watcher's own descriptor of the connection */
+static pid_t watcher_of;    /* the process whose watcher thread runs */
+static ino_t svc_ino;	    /* the connection's socket */
+
+int32_t svc_id(void) { return my_id; }
+
+/* `ummap` in the bin directory beside the directory this library was
+ * loaded from, if there is one there. */
+static bool path_beside_library(char *buf, size_t n)
+{
+	Dl_info info;
+	char lib[PATH_MAX];
+	if (!dladdr((void *)svc_open, &info) || !info.dli_fname || !realpath(info.dli_fname, lib))
+		return false;
+	char *slash = strrchr(lib, '/');
+	if (!slash)
+		return false;
+	*slash = 0;
+	return snprintf(buf, n, "%s/../bin/ummap", lib) < (int)n && access(buf, X_OK) == 0;
+}
+
 static const char *service_path(void)
 {
-	const char *p = getenv("UMMAP_SERVICE");
-	return p && *p ? p : UM_SERVICE_PATH;
+	static char beside[PATH_MAX];
+	const char *p = secure_getenv("UMMAP_SERVICE");
+	if (p && *p)
+		return p;
+	return path_beside_library(beside, sizeof beside) ? beside : UM_SERVICE_PATH;
 }
 
 /* A message from the service within ms, through signals the application
@@ -58,6 +95,25 @@ static ssize_t recv_answer(int fd, struct msghdr *mh, int ms)
 	return n;
 }
 
+/* Close fd if it is still the connection's socket: an application that
+ * closes every descriptor may have reused the number. */
+static void close_ours(int fd)
+{
+	struct stat st;
+	if (fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == svc_ino) {
+		shutdown(fd, SHUT_RDWR);
+		close(fd);
+	}
+}
+
+/* Give up the connection: the watcher sees it hang up and connects again.
+ * (shutdown, not close alone: the watcher's descriptor keeps it open.) */
+static void svc_drop(void)
+{
+	close_ours(um.svc);
+	um.svc = -1;
+}
+
 /* One request that the service answers, with up to two descriptors (set
  * to -1 when not sent). */
 static int svc_ask_fds(struct um_msg *m, const int *fds, int nfds, int *got)
@@ -66,15 +122,15 @@ static int svc_ask_fds(struct um_msg *m, const int *fds, int nfds, int *got)
 	struct iovec iov = { .iov_base = m, .iov_len = sizeof *m };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
 	uint32_t type = m->type;
+	for (int i = 0; got && i < 2; i++)
+		got[i] = -1;
 	/* (The service answers between writebacks of what ended processes
 	 * left, which can take a while on a slow disk.) */
-	if (um_send_msg(um.svc, m, fds, nfds) || recv_answer(um.svc, &mh, 30000) != (ssize_t)sizeof *m ||
-	    m->type != type) {
-		/* The service is gone (or confused): no more requests; shared
-		 * caches are then written back without being taken as clean
-		 * (writeback.c). */
-		close(um.svc);
-		um.svc = -1;
+	if (um.svc < 0 || um_send_msg(um.svc, m, fds, nfds) ||
+	    recv_answer(um.svc, &mh, 30000) != (ssize_t)sizeof *m || m->type != type) {
+		/* Until the watcher has connected again, shared caches are
+		 * written back without being taken as clean (writeback.c). */
+		svc_drop();
 		return -EPROTO;
 	}
 	int n = 0;
@@ -88,8 +144,6 @@ static int svc_ask_fds(struct um_msg *m, const int *fds, int nfds, int *got)
 				else
 					close(fd);
 			}
-	for (; got && n < 2; n++)
-		got[n] = -1;
 	return 0;
 }
 
@@ -98,7 +152,9 @@ static int svc_ask(struct um_msg *m)
 	return svc_ask_fds(m, NULL, 0, NULL);
 }
 
-static int svc_connect(void)
+/* Connect and say HELLO; the service's socket, and this process's id in
+ * *id, or -errno. */
+static int svc_connect(int32_t *id)
 {
 	struct sockaddr_un a;
 	socklen_t alen = um_service_addr(&a, geteuid());
@@ -114,7 +170,9 @@ static int svc_connect(void)
 	 * trusted with our data. */
 	struct ucred cr;
 	socklen_t crlen = sizeof cr;
-	struct um_msg m = { .type = UM_MSG_HELLO, .version = UM_PROTO_VERSION };
+	/* The probe page (proto.h): this library's code, never registered. */
+	struct um_msg m = { .type = UM_MSG_HELLO, .version = UM_PROTO_VERSION,
+			    .off = (uintptr_t)svc_connect & ~(UM_PAGE - 1) };
 	struct iovec iov = { .iov_base = &m, .iov_len = sizeof m };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	int e = 0;
@@ -126,18 +184,22 @@ static int svc_connect(void)
 		;
 	else if (recv_answer(fd, &mh, 5000) != sizeof m)
 		e = EPROTO;
-	else if (m.type != UM_MSG_HELLO || m.version != UM_PROTO_VERSION)
+	else if (m.type != UM_MSG_HELLO || m.version != UM_PROTO_VERSION || !m.seq)
 		e = EPROTO;
 	if (e) {
 		close(fd);
 		return -e;
 	}
+	*id = (int32_t)m.seq;
 	return fd;
 }
 
 static int svc_spawn(void)
 {
 	const char *path = service_path();
+	/* A set-id program would run the service with its privileges. */
+	if (getuid() != geteuid() || getgid() != getegid())
+		return -EPERM;
 	if (access(path, X_OK) < 0)
 		return -errno;
 	char *argv[] = { "ummap", "service", "--daemon", NULL };
@@ -166,29 +228,136 @@ static int svc_spawn(void)
 	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -ENOEXEC;
 }
 
-/* Connect once per process; start the service if none answers. */
+/* The service's socket (started if none answers), or -errno. */
+static int svc_reach(int32_t *id)
+{
+	/* A service that is just exiting (idle) may drop our connection:
+	 * then the next attempt starts a new one. */
+	int fd = -ECONNREFUSED;
+	for (int attempt = 0; attempt < 3 && fd < 0; attempt++) {
+		fd = svc_connect(id);
+		if (fd == -ECONNREFUSED) {
+			int e = svc_spawn();
+			fd = e ? e : svc_connect(id);
+		}
+		if (fd != -EPROTO && fd != -ECONNREFUSED)
+			break;
+	}
+	return fd;
+}
+
+/* A new service may know this process by another id (another PID
+ * namespace): its entries in the tables follow. */
+static void rekey(int32_t from, int32_t to)
+{
+	for (struct um_cache *c = um.caches; c; c = c->c_next) {
+		if (!c->c_shared || from == to)
+			continue;
+		cache_lock(c);
+		for (uint32_t i = 0; i < c->c_sh->nmaps; i++)
+			if (c->c_sh->maps[i].id == from)
+				c->c_sh->maps[i].id = to;
+	}
+}
+
+static int file_errors(struct um_cache *c, struct um_msg *m)
+{
+	*m = (struct um_msg){ .type = UM_MSG_ERRQ, .version = UM_PROTO_VERSION, .dev = c->c_dev, .ino = c->c_ino };
+	return svc_ask(m);
+}
+
+/* OPEN c with its own memfds: fresh ones, or (held) the ones it shares. */
+static int open_with(struct um_cache *c, int fd, uint32_t flags, int *got)
+{
+	struct um_msg m = { .type = UM_MSG_OPEN, .version = UM_PROTO_VERSION, .dev = c->c_dev, .ino = c->c_ino,
+			    .flags = flags };
+	int fds[3] = { fd, c->c_memfd, c->c_statefd };
+	if (svc_ask_fds(&m, fds, 3, got) || m.err || got[1] < 0) {
+		for (int i = 0; i < 2; i++)
+			if (got[i] >= 0)
+				close(got[i]);
+		return m.err ? -m.err : -EPROTO;
+	}
+	return 0;
+}
+
+/* Hand every shared cache to the service again (it may be a new one), and
+ * learn its count of writeback errors. */
+static void svc_register(void)
+{
+	for (struct um_cache *c = um.caches; c && um.svc >= 0; c = c->c_next) {
+		int got[2];
+		if (!c->c_shared || open_with(c, c->c_store ? c->c_store->fd : c->c_statefd, UM_OPEN_HELD, got))
+			continue;
+		close(got[0]);
+		close(got[1]);
+		struct um_msg m;
+		if (!file_errors(c, &m))
+			c->c_svc_seq = m.seq;
+	}
+}
+
+/* Use connection fd, on which this process is known as id. */
+static void svc_use(int fd, int32_t id)
+{
+	if (my_id)
+		rekey(my_id, id);
+	my_id = id;
+	um.svc = fd;
+	watch_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	struct stat st;
+	svc_ino = fstat(fd, &st) == 0 ? st.st_ino : 0;
+}
+
+static void wait_hangup(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = 0 };
+	while (poll(&p, 1, -1) < 0 && errno == EINTR)
+		;
+}
+
+/* The watcher: waits for the connection to hang up (the service is gone,
+ * or a request gave it up), then connects again, once a second until it
+ * can, and re-registers.  Connecting is done without um.lock: the
+ * application's calls and faults go on meanwhile. */
+static void *svc_watch(void *arg)
+{
+	for (;;) {
+		if (watch_fd >= 0)
+			wait_hangup(watch_fd);
+		um_lock();
+		svc_drop(); /* (shuts the socket down: safe before watch_fd's close) */
+		close_ours(watch_fd);
+		watch_fd = -1;
+		um_unlock();
+		int32_t id;
+		int fd = svc_reach(&id);
+		if (fd < 0) {
+			nanosleep(&(struct timespec){ .tv_sec = 1 }, NULL);
+			continue;
+		}
+		um_lock();
+		svc_use(fd, id);
+		svc_register();
+		um_unlock();
+	}
+	return NULL;
+}
+
+/* Connect once per process (start the service if none answers); from then
+ * on the watcher keeps the connection. */
 static bool svc_ready(void)
 {
-	if (um.svc >= 0)
-		return true;
+	if (um.svc >= 0 || watcher_of == getpid())
+		return um.svc >= 0;
 	if (um.svc_tried)
 		return false;
 	um.svc_tried = true;
 	const char *path = service_path();
 	if (!strcmp(path, "none"))
 		return false;
-	/* A service that is just exiting (idle) may drop our connection:
-	 * then the next attempt starts a new one. */
-	int fd = -ECONNREFUSED;
-	for (int attempt = 0; attempt < 3 && fd < 0; attempt++) {
-		fd = svc_connect();
-		if (fd == -ECONNREFUSED) {
-			int e = svc_spawn();
-			fd = e ? e : svc_connect();
-		}
-		if (fd != -EPROTO && fd != -ECONNREFUSED)
-			break;
-	}
+	int32_t id;
+	int fd = svc_reach(&id);
 	if (fd < 0) {
 		fprintf(stderr,
 			"ummap: no writeback service (%s: %s): data not yet written back is lost "
@@ -197,14 +366,13 @@ static bool svc_ready(void)
 			path, strerror(-fd));
 		return false;
 	}
-	um.svc = fd;
+	svc_use(fd, id);
+	pthread_t t;
+	if (um_thread_start(&t, svc_watch) == 0) {
+		pthread_detach(t);
+		watcher_of = getpid();
+	}
 	return true;
-}
-
-static int file_errors(struct um_cache *c, struct um_msg *m)
-{
-	*m = (struct um_msg){ .type = UM_MSG_ERRQ, .version = UM_PROTO_VERSION, .dev = c->c_dev, .ino = c->c_ino };
-	return svc_ask(m);
 }
 
 /*
@@ -218,24 +386,21 @@ int svc_open(struct um_cache *c, int fd)
 {
 	if (!svc_ready())
 		return -ENOTCONN;
-	struct um_msg m = { .type = UM_MSG_OPEN, .version = UM_PROTO_VERSION, .dev = c->c_dev, .ino = c->c_ino };
-	int fds[3] = { fd, c->c_memfd, c->c_statefd }, got[2];
-	if (svc_ask_fds(&m, fds, 3, got) || m.err || got[1] < 0) {
-		for (int i = 0; i < 2; i++)
-			if (got[i] >= 0)
-				close(got[i]);
-		return m.err ? -m.err : -EPROTO;
-	}
+	int got[2];
+	int e = open_with(c, fd, c->c_shared ? UM_OPEN_HELD : 0, got);
+	if (e)
+		return e;
 	if (c->c_shared) {
 		close(got[0]);
 		close(got[1]);
 		return 0;
 	}
-	int e = cache_shared_by_service(c, got[0], got[1]);
+	e = cache_shared_by_service(c, got[0], got[1]);
 	if (e)
 		return -e;
 	/* Errors from before this process looked are not its to report
 	 * (the kernel samples errseq at open). */
+	struct um_msg m;
 	if (!file_errors(c, &m))
 		c->c_svc_seq = m.seq;
 	return 0;
@@ -243,22 +408,20 @@ int svc_open(struct um_cache *c, int fd)
 
 /* Write-protect [off, off+len) of c in the other processes that map it
  * (I3), if any do: the service holds their userfaultfds.  The caller holds
- * c's lock, so the table of mappings is stable. */
+ * c's lock, so the table of mappings is stable.  0 only if it was done in
+ * every one of them. */
 int svc_protect(struct um_cache *c, uint64_t off, uint64_t len)
 {
 	struct um_shared *h = c->c_sh;
-	int32_t me = (int32_t)getpid();
 	bool others = false;
 	for (uint32_t i = 0; i < h->nmaps && !others; i++)
-		others = h->maps[i].pid && h->maps[i].pid != me && off < h->maps[i].off + h->maps[i].len &&
+		others = h->maps[i].id && h->maps[i].id != my_id && off < h->maps[i].off + h->maps[i].len &&
 			 h->maps[i].off < off + len;
 	if (!others)
 		return 0;
-	if (um.svc < 0)
-		return -ENOTCONN;
 	struct um_msg m = { .type = UM_MSG_WP, .version = UM_PROTO_VERSION, .dev = c->c_dev, .ino = c->c_ino,
 			    .off = off, .len = len };
-	return svc_ask(&m) ? -EPROTO : -m.err;
+	return svc_ask(&m) ? -ENOTCONN : -m.err;
 }
 
 void svc_wb_error(struct um_cache *c, int err)
@@ -283,19 +446,25 @@ void svc_check_errors(struct um_cache *c)
 
 void svc_forget(struct um_cache *c)
 {
-	if (!c->c_shared || um.svc < 0)
+	if (!c->c_shared || um.svc < 0) {
+		c->c_shared = false;
 		return;
+	}
 	struct um_msg m = { .type = UM_MSG_DROP, .version = UM_PROTO_VERSION, .dev = c->c_dev, .ino = c->c_ino };
 	um_send_msg(um.svc, &m, NULL, 0);
 	c->c_shared = false;
 }
 
 /* A fork child must not keep the parent's connection open (the service
- * would not see the parent's end) nor speak on it. */
+ * would not see the parent's end) nor speak on it; it has no watcher, and
+ * its id is its own (HELLO). */
 void svc_fork_child(void)
 {
 	if (um.svc >= 0)
 		close(um.svc);
-	um.svc = -1;
+	if (watch_fd >= 0)
+		close(watch_fd);
+	um.svc = watch_fd = -1;
+	my_id = 0;
 	um.svc_tried = true;
 }

@@ -19,11 +19,23 @@
  * so that msync in every process reports a write that failed in another.
  * With no client and nothing pending for a while, the service exits.
  *
+ * A connection that closes while its process's address space lives (the
+ * library gave it up, proto.h: Reconnecting) leaves the client
+ * disconnected, not ended: its userfaultfd and caches are kept, and its
+ * HELLO on a new connection takes them over.  A client ends when its
+ * process does, or its address space (exec).  The table entries of ended
+ * processes are freed here (scrub), when the cache's lock is free.
+ *
+ * Started by the library (--daemon), the service leaves the application's
+ * cgroups for its own (leave_cgroups), so that what stops the application
+ * (its cgroup killed, an OOM group kill) does not stop it.
+ *
  * One thread, one poll loop; a client's messages are handled in order.  It
  * never waits for a cache's lock (the process asking for WP holds it).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -51,6 +63,8 @@
 struct cache {
 	dev_t dev;
 	ino_t ino;
+	ino_t data_ino;	  /* the data memfd's inode: which cache a held OPEN means */
+	bool scrub_due;	  /* table entries of ended processes to free */
 	int file, data, state;
 	struct um_shared *hdr; /* the state memfd's header, mapped */
 	int users;	  /* clients that opened it and did not drop it */
@@ -66,9 +80,12 @@ struct use {
 };
 
 struct client {
-	int sock, pidfd, uffd;
-	pid_t pid;
-	bool ended;	  /* its process is gone */
+	int sock, pidfd, uffd; /* sock -1: disconnected */
+	pid_t pid;	  /* as this service sees it: the process's id (proto.h) */
+	uint64_t probe;	  /* HELLO's page that is never registered */
+	bool ended;	  /* its process (or address space) is gone; the record
+			   * stays while the process does (pidfd), so its id reads
+			   * as gone */
 	struct use *uses; /* caches it opened */
 };
 
@@ -219,18 +236,81 @@ static int settle_locked(struct cache *c, uint64_t *written)
 	return err;
 }
 
-/* The lock of a cache nobody uses is free, or was held by a process that
- * died (robust: then taken over); never waited for. */
-static int settle(struct cache *c, uint64_t *written)
+/* After a process died holding c's lock: what it was writing is owed to
+ * the file again, and the counters are recounted (as the library's
+ * cache_repair does). */
+static void repair(struct cache *c)
+{
+	uint64_t n, resident = 0, dirty = 0;
+	uint8_t *ps = states(c, &n, PROT_READ | PROT_WRITE);
+	for (uint64_t p = 0; ps && p < n; p++) {
+		if (ps[p] & PG_WRITING)
+			ps[p] = (uint8_t)((ps[p] & ~PG_WRITING) | PG_DIRTY);
+		resident += (ps[p] & PG_PRESENT) ? PAGE : 0;
+		dirty += (ps[p] & PG_DIRTY) ? PAGE : 0;
+	}
+	if (ps)
+		munmap(ps, n);
+	c->hdr->resident = resident;
+	c->hdr->dirty = dirty;
+}
+
+/* Take c's lock if it is free, or was held by a process that died
+ * (robust: then taken over); never waited for. */
+static bool lock_free(struct cache *c)
 {
 	int e = pthread_mutex_trylock(&c->hdr->lock);
-	if (e == EOWNERDEAD)
+	if (e == EOWNERDEAD) {
+		repair(c);
 		pthread_mutex_consistent(&c->hdr->lock);
-	else if (e)
+	}
+	return !e || e == EOWNERDEAD;
+}
+
+static int settle(struct cache *c, uint64_t *written)
+{
+	if (!lock_free(c))
 		return EAGAIN;
-	e = settle_locked(c, written);
+	int e = settle_locked(c, written);
 	pthread_mutex_unlock(&c->hdr->lock);
 	return e;
+}
+
+/* The record of process pid: a client, or (ended) one that is gone. */
+static struct client *by_pid(pid_t pid, bool ended)
+{
+	for (int i = 0; i < nclients; i++)
+		if (clients[i].pid == pid && clients[i].ended == ended && (ended || clients[i].uffd >= 0))
+			return &clients[i];
+	return NULL;
+}
+
+/* Are the table entries of id those of a process that is gone (or of an
+ * address space that is)?  An id this service never saw may be a process
+ * that has not reconnected yet: gone only if no such process exists. */
+static bool id_gone(int32_t id)
+{
+	if (by_pid(id, false))
+		return false;
+	return by_pid(id, true) || (kill(id, 0) < 0 && errno == ESRCH);
+}
+
+/* Free c's table entries of processes that are gone, now if c's lock is
+ * free, else at a later turn of the loop. */
+static void scrub(struct cache *c)
+{
+	c->scrub_due = !lock_free(c);
+	if (c->scrub_due)
+		return;
+	struct um_shared *h = c->hdr;
+	if (h->nmaps > UM_MAX_MAPS)
+		h->nmaps = UM_MAX_MAPS;
+	for (uint32_t i = 0; i < h->nmaps; i++)
+		if (h->maps[i].id && id_gone(h->maps[i].id))
+			h->maps[i].id = 0;
+	while (h->nmaps && !h->maps[h->nmaps - 1].id)
+		h->nmaps--;
+	pthread_mutex_unlock(&h->lock);
 }
 
 /* A cache nobody uses any more: written back and closed, or kept. */
@@ -254,22 +334,69 @@ static void release(struct cache *c, pid_t who)
 	cache_close(c);
 }
 
+/* The process (or its address space) is gone: its caches are released and
+ * its table entries freed. */
 static void client_end(struct client *cl)
 {
+	if (cl->ended)
+		return;
 	if (cl->sock >= 0)
 		close(cl->sock);
-	if (cl->pidfd >= 0)
-		close(cl->pidfd);
 	if (cl->uffd >= 0)
 		close(cl->uffd);
-	cl->sock = cl->pidfd = cl->uffd = -1;
+	cl->sock = cl->uffd = -1;
 	cl->ended = true;
 	while (cl->uses) {
 		struct use *u = cl->uses;
 		cl->uses = u->next;
+		scrub(u->c);
 		u->c->users--;
 		release(u->c, cl->pid);
 		free(u);
+	}
+}
+
+/* Does cl's address space still exist?  (proto.h: the probe page.) */
+static bool mm_alive(const struct client *cl)
+{
+	struct uffdio_writeprotect wp = { .range = { cl->probe, PAGE }, .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+	return cl->uffd >= 0 && (ioctl(cl->uffd, UFFDIO_WRITEPROTECT, &wp) == 0 || errno != ESRCH);
+}
+
+/* The connection closed (or said nonsense): the client ends, unless its
+ * address space lives on -- the library gave the connection up and will
+ * connect again; meanwhile its userfaultfd still protects its pages. */
+static void disconnect(struct client *cl)
+{
+	close(cl->sock);
+	cl->sock = -1;
+	if (!mm_alive(cl))
+		client_end(cl);
+}
+
+/* cl says HELLO with its userfaultfd: another record of its process (a
+ * connection it gave up) passes its caches on to it. */
+static void take_over(struct client *cl)
+{
+	for (int i = 0; i < nclients; i++) {
+		struct client *o = &clients[i];
+		if (o == cl || o->pid != cl->pid || o->ended || o->uffd < 0)
+			continue;
+		if (!mm_alive(o)) {
+			client_end(o); /* an exec'd image's */
+			continue;
+		}
+		struct use **tail = &cl->uses;
+		while (*tail)
+			tail = &(*tail)->next;
+		*tail = o->uses;
+		o->uses = NULL;
+		if (o->sock >= 0)
+			close(o->sock);
+		if (o->pidfd >= 0)
+			close(o->pidfd);
+		close(o->uffd);
+		*o = (struct client){ .sock = -1, .pidfd = -1, .uffd = -1, .ended = true };
 	}
 }
 
@@ -331,10 +458,15 @@ static void take_fds(struct msghdr *mh, int *fds, int *nfds)
 	}
 }
 
-static struct cache *cache_of(dev_t dev, ino_t ino)
+/* The file's cache; held: the one whose data memfd is data (a client that
+ * reconnects holds that one, even if another was made meanwhile). */
+static struct cache *cache_of(dev_t dev, ino_t ino, bool held, int data)
 {
+	struct stat st;
+	if (held && fstat(data, &st) < 0)
+		return NULL;
 	struct cache *c = caches;
-	while (c && (c->dev != dev || c->ino != ino))
+	while (c && (c->dev != dev || c->ino != ino || (held && c->data_ino != st.st_ino)))
 		c = c->next;
 	return c;
 }
@@ -346,13 +478,14 @@ static bool writable(int fd)
 }
 
 /* fds: the file (the client could open it: it may have its cache), a fresh
- * data and state memfd.  The file's cache, made of them if it has none. */
-static struct cache *open_cache(struct client *cl, const int *fds)
+ * data and state memfd, or (held) those of the cache the client shares.
+ * The file's cache, made of them if it has none. */
+static struct cache *open_cache(struct client *cl, const int *fds, bool held)
 {
 	struct stat st;
 	if (fstat(fds[0], &st) < 0 || !S_ISREG(st.st_mode))
 		return NULL;
-	struct cache *c = cache_of(st.st_dev, st.st_ino);
+	struct cache *c = cache_of(st.st_dev, st.st_ino, held, fds[1]);
 	if (c) {
 		/* A writable descriptor lets the service write back. */
 		if (!writable(c->file) && writable(fds[0])) {
@@ -370,8 +503,10 @@ static struct cache *open_cache(struct client *cl, const int *fds)
 				munmap(h, UM_STATE_HDR);
 			return NULL;
 		}
-		*c = (struct cache){ .dev = st.st_dev, .ino = st.st_ino, .file = fds[0], .data = fds[1],
-				     .state = fds[2], .hdr = h, .next = caches };
+		struct stat dst;
+		fstat(fds[1], &dst);
+		*c = (struct cache){ .dev = st.st_dev, .ino = st.st_ino, .data_ino = dst.st_ino, .file = fds[0],
+				     .data = fds[1], .state = fds[2], .hdr = h, .next = caches };
 		char link[64];
 		snprintf(link, sizeof link, "/proc/self/fd/%d", c->file);
 		ssize_t n = readlink(link, c->path, sizeof c->path - 1);
@@ -380,6 +515,8 @@ static struct cache *open_cache(struct client *cl, const int *fds)
 		if (fstat(fds[2], &sst) == 0 && sst.st_ino == st.st_ino && sst.st_dev == st.st_dev)
 			snprintf(c->path, sizeof c->path, "(shared anonymous memory, shared across fork)");
 		caches = c;
+		if (held)
+			scrub(c); /* entries of processes gone since a former service */
 	}
 	for (struct use *u = cl->uses; u; u = u->next)
 		if (u->c == c)
@@ -409,18 +546,9 @@ static void drop_cache(struct client *cl, dev_t dev, ino_t ino)
 	}
 }
 
-static struct client *live_client(pid_t pid, const struct cache *c)
-{
-	for (int i = 0; i < nclients; i++)
-		if (clients[i].pid == pid && !clients[i].ended && clients[i].uffd >= 0)
-			for (struct use *u = clients[i].uses; u; u = u->next)
-				if (u->c == c)
-					return &clients[i];
-	return NULL;
-}
-
 /* Write-protect [off, off+len) of the cache in every process but the
- * asker's that maps it (its table of mappings; the asker holds the lock). */
+ * asker's that maps it (its table of mappings; the asker holds the lock).
+ * An error if a process that may store there could not be reached. */
 static int protect(struct client *asker, dev_t dev, ino_t ino, uint64_t off, uint64_t len)
 {
 	struct use *u = asker->uses;
@@ -428,22 +556,27 @@ static int protect(struct client *asker, dev_t dev, ino_t ino, uint64_t off, uin
 		u = u->next;
 	if (!u)
 		return ENOENT; /* not a cache the asker opened */
-	struct cache *c = u->c;
-	struct um_shared *h = c->hdr;
+	struct um_shared *h = u->c->hdr;
+	int err = 0;
 	for (uint32_t i = 0; i < h->nmaps && i < UM_MAX_MAPS; i++) {
 		struct um_map_ent e = h->maps[i];
 		uint64_t lo = off > e.off ? off : e.off, hi = off + len < e.off + e.len ? off + len : e.off + e.len;
-		if (!e.pid || e.pid == asker->pid || lo >= hi)
+		if (!e.id || e.id == asker->pid || lo >= hi)
 			continue;
-		struct client *t = live_client(e.pid, c);
-		if (!t)
+		struct client *t = by_pid(e.id, false);
+		if (!t) {
+			if (!id_gone(e.id))
+				err = ENOTCONN; /* not reconnected yet */
 			continue;
+		}
 		struct uffdio_writeprotect wp = { .range = { e.start + (lo - e.off), hi - lo },
 						  .mode = UFFDIO_WRITEPROTECT_MODE_WP };
-		/* Fails only where that process no longer maps the range. */
-		ioctl(t->uffd, UFFDIO_WRITEPROTECT, &wp);
+		/* ENOENT: that process no longer maps the range; ESRCH: its
+		 * address space is gone. */
+		if (ioctl(t->uffd, UFFDIO_WRITEPROTECT, &wp) < 0 && errno != ENOENT && errno != ESRCH)
+			err = errno;
 	}
-	return 0;
+	return err;
 }
 
 /* One message from a client; false when the connection is over. */
@@ -460,7 +593,7 @@ static bool client_read(struct client *cl)
 	take_fds(&mh, fds, &nfds);
 	bool ok = n == (ssize_t)sizeof m && m.version == UM_PROTO_VERSION;
 	if (ok && m.type == UM_MSG_OPEN && nfds == 3) {
-		struct cache *c = open_cache(cl, fds);
+		struct cache *c = open_cache(cl, fds, m.flags & UM_OPEN_HELD);
 		m.err = c ? 0 : EPROTO;
 		if (c)
 			um_send_msg(cl->sock, &m, (int[]){ c->data, c->state }, 2);
@@ -470,7 +603,9 @@ static bool client_read(struct client *cl)
 	}
 	if (ok && m.type == UM_MSG_HELLO && nfds == 1 && cl->uffd < 0) {
 		cl->uffd = fds[0];
+		cl->probe = m.off;
 		nfds = 0;
+		take_over(cl);
 	}
 	for (int i = 0; i < nfds; i++)
 		close(fds[i]);
@@ -480,6 +615,7 @@ static bool client_read(struct client *cl)
 	case UM_MSG_HELLO:
 		if (cl->pidfd < 0)
 			cl->pidfd = (int)syscall(SYS_pidfd_open, cl->pid, 0);
+		m.seq = (uint64_t)cl->pid;
 		um_send_msg(cl->sock, &m, NULL, 0);
 		return true;
 	case UM_MSG_DROP:
@@ -515,22 +651,36 @@ static void accept_client(int lsock)
 		return;
 	struct ucred cr;
 	socklen_t len = sizeof cr;
+	/* (pid 0: a process this service cannot see, in a PID namespace
+	 * beside its own; it could not be told apart from others.) */
 	if (nclients == MAX_CLIENTS || getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0 ||
-	    cr.uid != geteuid()) {
+	    cr.uid != geteuid() || cr.pid <= 0) {
 		close(s);
 		return;
 	}
 	clients[nclients++] = (struct client){ .sock = s, .pidfd = -1, .uffd = -1, .pid = cr.pid };
 }
 
-/* Forget clients that ended. */
+/* Forget clients that ended and whose process is gone. */
 static void compact(void)
 {
 	int j = 0;
 	for (int i = 0; i < nclients; i++)
-		if (!clients[i].ended)
+		if (!clients[i].ended || clients[i].pidfd >= 0)
 			clients[j++] = clients[i];
 	nclients = j;
+}
+
+/* Once a turn: disconnected clients whose address space went (exec) end;
+ * table entries left to free are freed. */
+static void housekeep(void)
+{
+	for (int i = 0; i < nclients; i++)
+		if (!clients[i].ended && clients[i].sock < 0 && !mm_alive(&clients[i]))
+			client_end(&clients[i]);
+	for (struct cache *c = caches; c; c = c->next)
+		if (c->scrub_due)
+			scrub(c);
 }
 
 static bool any_pending(void)
@@ -574,13 +724,20 @@ static int serve(int lsock)
 			accept_client(lsock);
 		for (int i = 1; r > 0 && i < n; i++) {
 			struct client *cl = &clients[who[i]];
-			if (!pfd[i].revents || cl->ended)
+			if (!pfd[i].revents)
 				continue;
 			/* The pidfd is readable once the process is gone; the
-			 * socket reads EOF when it is gone or exec'd. */
-			if (pfd[i].fd == cl->pidfd || !client_read(cl))
+			 * socket reads EOF when it is gone, exec'd, or gave the
+			 * connection up. */
+			if (pfd[i].fd == cl->pidfd) {
 				client_end(cl);
+				close(cl->pidfd);
+				cl->pidfd = -1;
+			} else if (pfd[i].fd == cl->sock && !client_read(cl)) {
+				disconnect(cl);
+			}
 		}
+		housekeep();
 		if (pending)
 			for (struct cache *c = caches, *next; c; c = next) {
 				next = c->next;
@@ -592,6 +749,64 @@ static int serve(int lsock)
 		else if (idle_s && now_s() - idle_since > idle_s)
 			return 0;
 	}
+}
+
+static bool write_file(const char *dir, const char *name, const char *text)
+{
+	char p[PATH_MAX];
+	snprintf(p, sizeof p, "%s/%s", dir, name);
+	int fd = open(p, O_WRONLY | O_CLOEXEC);
+	bool ok = fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+	int e = errno;
+	if (fd >= 0)
+		close(fd);
+	errno = e;
+	return ok;
+}
+
+static void copy_file(const char *from, const char *to, const char *name)
+{
+	char p[PATH_MAX], text[256];
+	snprintf(p, sizeof p, "%s/%s", from, name);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, text, sizeof text - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	text[n > 0 ? n : 0] = 0;
+	if (n > 0)
+		write_file(to, name, text);
+}
+
+/* Join (make) the cgroup "ummap-service" at the root of the hierarchy
+ * mounted at mnt, if this user may. */
+static void join_cgroup(const char *mnt)
+{
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof dir, "%s/ummap-service", mnt);
+	if ((mkdir(dir, 0755) < 0 && errno != EEXIST) || write_file(dir, "cgroup.procs", "0") || errno != ENOSPC)
+		return;
+	/* A new cpuset (v1) has no CPUs and memory nodes for its tasks yet. */
+	copy_file(mnt, dir, "cpuset.cpus");
+	copy_file(mnt, dir, "cpuset.mems");
+	write_file(dir, "cgroup.procs", "0");
+}
+
+/* Leave the application's cgroups, in every hierarchy mounted here (v1 and
+ * v2), so that what stops the application -- its cgroup killed, `systemctl
+ * stop`, an OOM group kill -- leaves the service and the pages it holds for
+ * ended processes alone.  Where this user may not (README), it stays. */
+static void leave_cgroups(void)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[4096], mnt[2048], type[64];
+	while (f && fgets(line, sizeof line, f)) {
+		const char *dash = strstr(line, " - ");
+		if (dash && sscanf(line, "%*s %*s %*s %*s %2047s", mnt) == 1 && sscanf(dash + 3, "%63s", type) == 1 &&
+		    (!strcmp(type, "cgroup") || !strcmp(type, "cgroup2")))
+			join_cgroup(mnt);
+	}
+	if (f)
+		fclose(f);
 }
 
 /* `ummap service [--daemon] [--idle SECONDS]` */
@@ -659,6 +874,7 @@ int service_main(int argc, char **argv)
 		}
 		close(ready[0]);
 		setsid();
+		leave_cgroups();
 		if (listen(lsock, 64) < 0 || write(ready[1], "r", 1) != 1)
 			return 1;
 		close(ready[1]);
