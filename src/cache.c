@@ -21,6 +21,18 @@
  *
  * Truncation (cache_set_size) punches pages beyond the new end and zeroes
  * the tail of the last partial page, as the kernel's truncate does.
+ *
+ * Kept here: I1, a page is PRESENT iff it is in the memfd (cache_fill
+ * marks it after the write succeeds and punches what a failed fill wrote;
+ * cache_drop punches before clearing), and the header's counters follow
+ * the states; I5, pages move between store and memfd by pread/pwrite of
+ * the memfd through one buffer, never through a mapping.
+ *
+ * cache_lock does two things besides locking, both needed by whoever
+ * touches the cache next: after a process died holding the lock, it
+ * repairs the states (what was being written is dirty again); and it takes
+ * a file size another process set (a truncation it saw), punching pages
+ * beyond it.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -10,7 +10,11 @@
  *            and lift the protection.
  * Mapping is UFFDIO_CONTINUE over runs of present pages, write-protected
  * (UFFDIO_CONTINUE_MODE_WP) for clean pages of shared file regions, so that
- * the first store to them is seen (I2).  A page wholly beyond the end of
+ * the first store to them is seen.  I2, kept here: a page is marked DIRTY
+ * before it is mapped writable (prepare_page, on_wp_fault), so a store
+ * never reaches a page writeback takes as clean.  A write-protect fault on
+ * a page evicted meanwhile is served as a write fault on a missing page
+ * (the kernel's marker would make it fault again otherwise).  A page wholly beyond the end of
  * file raises SIGBUS in the faulting thread with si_code BUS_ADRERR and the
  * exact faulting address, queued to that thread with rt_tgsigqueueinfo; a
  * read error does the same, or asks the application's error handler.

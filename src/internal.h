@@ -23,24 +23,39 @@
  * they share one cache, as with the kernel's page cache.
  *
  * Invariants (all under um.lock and, for a cache shared between processes,
- * the cache's lock):
- *  I1. A page is PRESENT in pstate iff it was filled into the memfd and not
- *      punched since; the cache's header counts PRESENT pages (resident).
- *  I2. A page that may differ from the store is DIRTY.  With write-protect
- *      tracking, a clean page is mapped write-protected in every shared
- *      region of every process, so the first write to it faults and sets
- *      DIRTY before the store can be written.  Without it, pages of
- *      writable shared regions are marked DIRTY when they are mapped (and
- *      caches are not shared between processes).
- *  I3. Writeback write-protects a run first (in the other processes too,
- *      through the service), then clears DIRTY, then writes: a store racing
- *      with it faults and sets DIRTY again.
- *  I4. Only clean, unpinned pages outside the range being faulted are
- *      punched; dirty victims are written back first.
- *  I5. Nothing in the engine touches user mappings while holding um.lock;
- *      it reads and writes cache pages through the memfd (pread/pwrite,
- *      cache.c), so that a cached page is mapped once in the process, in
- *      the user's mapping, and counted once in its RSS.
+ * the cache's lock).  Each is stated again, with how it is kept, at the top
+ * of the file named:
+ *  I1 (cache.c). A page is PRESENT in pstate iff it was filled into the
+ *      memfd and not punched since; the header counts PRESENT pages.
+ *  I2 (fault.c). A page that may differ from the store is DIRTY.  With
+ *      write-protect tracking, a clean page is mapped write-protected in
+ *      every shared region of every process, so the first write to it
+ *      faults and sets DIRTY before the store can be written.  Without it,
+ *      pages of writable shared regions are marked DIRTY when they are
+ *      mapped (and caches are not shared between processes).
+ *  I3 (writeback.c). Writeback write-protects a run first (in the other
+ *      processes too, through the service), then clears DIRTY, then
+ *      writes: a store racing with it faults and sets DIRTY again.
+ *  I4 (evict.c). Only clean, unpinned pages outside the range being
+ *      faulted are punched; dirty victims are written back first.
+ *  I5 (cache.c). Nothing in the engine touches user mappings while holding
+ *      um.lock; it reads and writes cache pages through the memfd
+ *      (pread/pwrite), so that a cached page is mapped once in the process,
+ *      in the user's mapping, and counted once in its RSS.
+ *  I6 (region.c, mremap.c). No page of a ummap mapping can be reached
+ *      before the mapping is registered with the userfaultfd: a memfd is
+ *      mapped PROT_NONE, registered, then given its protection; a moved
+ *      range is fenced PROT_NONE until registered again.  (Reached
+ *      unregistered, shmem would serve it itself: a page of zeros put in
+ *      the cache, or a store not marked DIRTY.)
+ *
+ * Layers.  The calls (mman.c, mremap.c) and the fault path (fault.c) work
+ * on the region map (region.c), which works on caches (cache.c: pages,
+ * states, locks), which read and write stores (store_*.c).  writeback.c
+ * and evict.c are policies over caches, called from above; they read the
+ * region map (I3 protects every region that maps a run; locked regions are
+ * not evicted) but never change it.  engine start-up, settings and fork
+ * live in config.c, the service's client in service.c.
  *
  * Locking: one mutex, um.lock, taken by the fault thread, the writeback
  * thread and every um_* call; it is never held across a call that can fault

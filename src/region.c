@@ -12,6 +12,16 @@
  * partial munmap, mprotect or madvise splits at the range's ends); adjacent
  * entries are not merged, as merging changes no behaviour (the kernel merges
  * the VMAs themselves).
+ *
+ * I6, kept here (map_registered) and in mremap.c: no page of a region can
+ * be reached before the region is registered with the userfaultfd.  A
+ * memfd mapping is created PROT_NONE, registered, and only then given its
+ * protection: an access in between faults (SIGSEGV, as before the call
+ * returns) instead of being served by shmem itself, which would put a page
+ * of zeros in the shared cache or take a store without marking it DIRTY.
+ * When the kernel drops a region's write-protect bits (a move, a merge,
+ * fork), uffd_reprotect puts them back from the page states before the
+ * region is accessible again.
  */
 #include <errno.h>
 #include <stdlib.h>
