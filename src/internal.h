@@ -248,6 +248,7 @@ int region_remove_range(uintptr_t start, uintptr_t end); /* 0 or -errno of write
 int region_split_at(uintptr_t addr);
 void drop_unmapped(struct um_cache *c, uint64_t off, uint64_t len);
 void mapping_put(struct um_mapping *m); /* drop a region's reference */
+int cache_release(struct um_cache *c); /* cache_put, written back if last */
 int uffd_register(struct um_region *r);
 int map_registered(struct um_region *r, int mflags, uint64_t off); /* r's cache over r, registered */
 void uffd_reprotect(struct um_region *r); /* after the kernel dropped its WP bits */

@@ -427,7 +427,7 @@ static void *remap_locked(void *old_address, size_t old_size, size_t new_size, i
 		if (c && (c->c_store || c->c_private) && c->c_refs > 1)
 			drop_unmapped(c, moved[i].r_off, moved[i].r_end - moved[i].r_start);
 		if (c)
-			cache_put(c);
+			cache_release(c);
 		mapping_put(moved[i].r_map);
 	}
 	if (flags & MREMAP_DONTUNMAP)

@@ -158,6 +158,17 @@ void drop_unmapped(struct um_cache *c, uint64_t off, uint64_t len)
 	}
 }
 
+/* Drop a reference to cache c.  The last one writes the cache back first
+ * (what the kernel would have in its page cache is in the file when the
+ * last mapping goes); what cannot be written stays, for the writeback
+ * thread, which frees the cache once it is clean.  0 or -errno. */
+int cache_release(struct um_cache *c)
+{
+	int e = c->c_refs == 1 && c->c_store && c->c_sh->dirty ? wb_cache(c) : 0;
+	cache_put(c);
+	return e;
+}
+
 /* Forget [start, end): trims or drops the regions it covers, writes back
  * what was stored through shared ones (the kernel would have it in its page
  * cache already) and releases their caches (the last release frees one).
@@ -200,12 +211,9 @@ int region_remove_range(uintptr_t start, uintptr_t end)
 			c->c_locked -= r->r_locked;
 			r->r_cache = NULL; /* no longer maps c, for drop_unmapped */
 			bool last = c->c_refs == 1;
-			/* The last region writes the cache back; what cannot
-			 * be written stays, for the writeback thread. */
-			e = last && c->c_store && c->c_sh->dirty ? wb_cache(c) : 0;
+			e = cache_release(c);
 			if (e && !err)
 				err = e;
-			cache_put(c);
 			if (!last && !um.remapping && (c->c_store || c->c_private))
 				drop_unmapped(c, r->r_off, r->r_end - r->r_start);
 		}
