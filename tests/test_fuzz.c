@@ -2790,3 +2790,483 @@ static void fuzz_run(void)
 	cr_assert(!fail, "differential fuzzer: divergence (seed %" PRIu64 ", see above; replay: %s)",
 		  seed, replay);
 }
+
+/* ------------------------------------------------------------------ */
+/*
+ * Concurrent map/read (fuzz/concurrent_map_read).  A seeded sequence of
+ * MAP_FIXED maps, munmaps, mremap moves and resizes of shared mappings of
+ * one file, stores and reads runs in a fixed arena (a low range the
+ * kernel's top-down placement never uses, so nothing else lands there)
+ * twice, in a child with the kernel's calls and in one with ummap's, while
+ * a second thread of each child reads words all over the arena.
+ *
+ * What a reader may see.  Every word the file ever holds is a stamp of
+ * (file page, word index, version): the file starts at version 0 and a
+ * store rewrites a whole page with that page's next version.  So a word
+ * read anywhere, at any time, must be a stamp with the right word index, of
+ * a page of the file, of a version already begun -- or the read faults.
+ * Zeros, or bytes of another word, are bytes nobody wrote.  The main thread
+ * publishes which file page each arena page maps (a table, changed only
+ * inside a seqlock's odd phase around each call); a read made wholly while
+ * the table stood still must fault where the table says unmapped and must
+ * see exactly that file page, at a version between the last store finished
+ * before the read and the last begun after it.
+ *
+ * Differential: the main thread's results (returns, errno, the words it
+ * reads, the faults it takes) are compared between the two children; at the
+ * end each child unmaps the arena and checks every word of the file is the
+ * stamp of its page's last version (no store lost).
+ *
+ *   FUZZ_CONC_OPS=n    operations (default 3000); FUZZ_SEED and FUZZ_MULTI
+ *                      as above
+ */
+#include <pthread.h>
+
+#define C_PAGES 32
+#define C_FPAGES 24
+#define C_ARENA ((uintptr_t)0x30000000UL)
+#define C_MAXN 8
+
+enum { C_MAP, C_UNMAP, C_MOVE, C_RESIZE, C_WRITE, C_READ, C_MSYNC, C__N };
+static const char *const cop_name[C__N] = {
+	"map", "unmap", "move", "resize", "store page", "read word", "msync",
+};
+static const unsigned cop_weight[C__N] = { 20, 8, 12, 6, 30, 20, 4 };
+
+struct cop {
+	uint8_t kind, a, b, n, m;
+	uint16_t fp, w;
+};
+
+struct conc {
+	/* the main thread's log, compared between the sides */
+	uint64_t nlog, cap;
+	int32_t done, cur_op;
+	/* what the reader saw */
+	uint64_t reads, stable, faults, bad, final_bad;
+	char why[256];
+	/* the child's own state, shared by its two threads */
+	const struct api *api;
+	int fd, stop;
+	uint64_t seq;
+	int32_t table[C_PAGES];		/* file page at each arena page, -1 */
+					/* (C_FPAGES and above: beyond EOF) */
+	uint32_t started[C_FPAGES], finished[C_FPAGES];
+	uint64_t log[];
+};
+
+/* Does a table entry name a page of the file (not beyond its end)? */
+static bool c_data(int32_t pg) { return pg >= 0 && pg < C_FPAGES; }
+
+static uint64_t stamp(uint32_t pg, uint32_t w, uint32_t v)
+{
+	return 0x5a5aULL << 48 | (uint64_t)v << 20 | (uint64_t)pg << 9 | w;
+}
+
+/* Ranges are clipped to the arena when run. */
+static void describe_cop(const struct cop *c, char *buf, size_t n)
+{
+	int k = snprintf(buf, n, "%s arena page %u", cop_name[c->kind], c->a);
+	if (k < 0 || (size_t)k >= n)
+		return;
+	if (c->kind == C_MAP)
+		snprintf(buf + k, n - (size_t)k, " +%u pages: file pages from %u", c->n, c->fp);
+	else if (c->kind == C_MOVE)
+		snprintf(buf + k, n - (size_t)k, " +%u pages to arena page %u", c->n, c->b);
+	else if (c->kind == C_RESIZE)
+		snprintf(buf + k, n - (size_t)k, " from %u to %u pages", c->n, c->m);
+	else if (c->kind == C_READ)
+		snprintf(buf + k, n - (size_t)k, " word %u", c->w);
+	else if (c->kind != C_WRITE)
+		snprintf(buf + k, n - (size_t)k, " +%u pages", c->n);
+}
+
+static void gen_cops(uint64_t seed, size_t nops, struct cop *ops)
+{
+	struct rng R;
+	rng_seed(&R, seed ^ 0xc0c0ULL);
+	for (size_t i = 0; i < nops; i++) {
+		struct cop *c = &ops[i];
+		c->kind = (uint8_t)pick_w(&R, cop_weight, C__N);
+		c->a = (uint8_t)rnd(&R, C_PAGES);
+		c->b = (uint8_t)rnd(&R, C_PAGES);
+		c->n = (uint8_t)(1 + rnd(&R, C_MAXN));
+		c->m = (uint8_t)(1 + rnd(&R, C_MAXN));
+		c->fp = (uint16_t)rnd(&R, C_FPAGES);
+		c->w = (uint16_t)rnd(&R, PG / 8);
+	}
+}
+
+static void clog3(struct conc *C, uint64_t a, uint64_t b, uint64_t c)
+{
+	if (C->nlog + 3 > C->cap)
+		_exit(3);
+	C->log[C->nlog] = a;
+	C->log[C->nlog + 1] = b;
+	C->log[C->nlog + 2] = c;
+	__atomic_store_n(&C->nlog, C->nlog + 3, __ATOMIC_RELEASE);
+}
+
+/* Reader's and main thread's guard: SIGSEGV/SIGBUS jump back, per thread. */
+static __thread sigjmp_buf *c_jb;
+
+static void conc_fault(int sig, siginfo_t *si, void *uc)
+{
+	(void)si;
+	(void)uc;
+	if (!c_jb)
+		_exit(98);
+	siglongjmp(*c_jb, sig);
+}
+
+/* Load the word at p; *sig is the signal taken instead (0 = none). */
+static uint64_t guarded_load(const uint64_t *p, int *sig)
+{
+	sigjmp_buf jb;
+	uint64_t v = 0;
+	c_jb = &jb;
+	int s = sigsetjmp(jb, 1);
+	if (s == 0)
+		v = __atomic_load_n(p, __ATOMIC_RELAXED);
+	c_jb = NULL;
+	*sig = s;
+	return v;
+}
+
+static void reader_bad(struct conc *C, const char *fmt, ...)
+{
+	if (C->bad++ == 0) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(C->why, sizeof C->why, fmt, ap);
+		va_end(ap);
+	}
+}
+
+/* One read of word w of arena page a, checked as explained above. */
+static void reader_once(struct conc *C, uint32_t a, uint32_t w)
+{
+	uint64_t s1 = __atomic_load_n(&C->seq, __ATOMIC_ACQUIRE);
+	int32_t pg = __atomic_load_n(&C->table[a], __ATOMIC_RELAXED);
+	pg = c_data(pg) ? pg : -1;
+	uint32_t lo = pg >= 0 ? __atomic_load_n(&C->finished[pg], __ATOMIC_ACQUIRE) : 0;
+	int sig;
+	uint64_t x = guarded_load((const uint64_t *)(C_ARENA + a * PG + w * 8), &sig);
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	uint64_t s2 = __atomic_load_n(&C->seq, __ATOMIC_RELAXED);
+	int op = __atomic_load_n(&C->cur_op, __ATOMIC_RELAXED);
+	bool stable = s1 == s2 && !(s1 & 1);
+	uint32_t xpg = (uint32_t)(x >> 9) & 2047, xv = (uint32_t)(x >> 20) & 0xfffffff;
+	C->reads++;
+	C->stable += stable;
+	C->faults += sig != 0;
+	if (sig) {
+		if (stable && pg >= 0)
+			reader_bad(C, "op %d: arena page %u (file page %d) faulted (signal %d)", op, a, pg, sig);
+		return;
+	}
+	if (x >> 48 != 0x5a5a || (x & 511) != w || xpg >= C_FPAGES ||
+	    xv > __atomic_load_n(&C->started[xpg], __ATOMIC_ACQUIRE)) {
+		reader_bad(C, "op %d: arena page %u word %u reads %#018" PRIx64 ": nobody wrote that",
+			   op, a, w, x);
+		return;
+	}
+	if (!stable)
+		return;
+	uint32_t hi = pg >= 0 ? __atomic_load_n(&C->started[pg], __ATOMIC_ACQUIRE) : 0;
+	if (pg < 0 || (int32_t)xpg != pg || xv < lo || xv > hi)
+		reader_bad(C, "op %d: arena page %u word %u reads file page %u version %u; the table says "
+			   "file page %d, versions %u..%u", op, a, w, xpg, xv, pg, lo, hi);
+}
+
+static void *reader_main(void *arg)
+{
+	struct conc *C = arg;
+	struct rng R;
+	rng_seed(&R, (uint64_t)(uintptr_t)arg ^ 0x7eadULL);
+	while (!__atomic_load_n(&C->stop, __ATOMIC_ACQUIRE))
+		reader_once(C, (uint32_t)rnd(&R, C_PAGES), (uint32_t)rnd(&R, PG / 8));
+	return NULL;
+}
+
+/* The seqlock around a call that changes what the arena maps. */
+static void c_begin(struct conc *C) { __atomic_store_n(&C->seq, C->seq + 1, __ATOMIC_RELEASE); }
+static void c_end(struct conc *C) { __atomic_store_n(&C->seq, C->seq + 1, __ATOMIC_RELEASE); }
+
+static void c_set(struct conc *C, uint32_t a, int32_t pg)
+{
+	__atomic_store_n(&C->table[a], pg, __ATOMIC_RELAXED);
+}
+
+static uint8_t *c_addr(uint32_t a) { return (uint8_t *)(C_ARENA + a * PG); }
+
+/* Without multi-VMA moves (FUZZ_MULTI=0 or an older kernel), only ranges
+ * mapping consecutive file pages (one VMA for sure) are moved. */
+static bool c_movable(const struct conc *C, uint32_t a, uint32_t n)
+{
+	for (uint32_t i = 0; i < n && !g_multi; i++)
+		if (C->table[a + i] < 0 || C->table[a + i] != C->table[a] + (int32_t)i)
+			return false;
+	return true;
+}
+
+/* mremap(MAYMOVE|FIXED) of [a, a+n) to b: gaps keep the destination's. */
+static void c_move(struct conc *C, uint32_t a, uint32_t b, uint32_t n)
+{
+	if (!c_movable(C, a, n)) {
+		clog3(C, C_MOVE, 1, 1);
+		return;
+	}
+	void *r = C->api->mremap(c_addr(a), n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, c_addr(b));
+	clog3(C, C_MOVE, r == MAP_FAILED ? (uint64_t)-errno : (uint64_t)((uint8_t *)r - c_addr(b)), 0);
+	if (r == MAP_FAILED)
+		return;
+	int32_t src[C_MAXN];
+	for (uint32_t i = 0; i < n; i++)
+		src[i] = C->table[a + i];
+	for (uint32_t i = 0; i < n; i++)
+		c_set(C, a + i, -1);
+	for (uint32_t i = 0; i < n; i++)
+		if (src[i] >= 0)
+			c_set(C, b + i, src[i]);
+}
+
+/* mremap in place from n to m pages: growth continues the file. */
+static void c_resize(struct conc *C, uint32_t a, uint32_t n, uint32_t m)
+{
+	void *r = C->api->mremap(c_addr(a), n * PG, m * PG, 0, NULL);
+	clog3(C, C_RESIZE, r == MAP_FAILED ? (uint64_t)-errno : (uint64_t)((uint8_t *)r - c_addr(a)), 0);
+	if (r == MAP_FAILED)
+		return;
+	for (uint32_t i = m; i < n; i++)
+		c_set(C, a + i, -1);
+	for (uint32_t i = n; i < m; i++)
+		c_set(C, a + i, C->table[a + n - 1] + (int32_t)(i - n + 1));
+}
+
+/* Store the next version of the file page at arena page a (or the first
+ * mapped one after it). */
+static void c_store(struct conc *C, uint32_t a)
+{
+	uint32_t k = 0;
+	while (k < C_PAGES && !c_data(C->table[(a + k) % C_PAGES]))
+		k++;
+	if (k == C_PAGES) {
+		clog3(C, C_WRITE, 0, 0);
+		return;
+	}
+	a = (a + k) % C_PAGES;
+	uint32_t pg = (uint32_t)C->table[a], v = C->started[pg] + 1;
+	__atomic_store_n(&C->started[pg], v, __ATOMIC_RELEASE);
+	sigjmp_buf jb;
+	uint64_t *p = (uint64_t *)c_addr(a);
+	c_jb = &jb;
+	int sig = sigsetjmp(jb, 1);
+	for (uint32_t w = 0; !sig && w < PG / 8; w++)
+		__atomic_store_n(&p[w], stamp(pg, w, v), __ATOMIC_RELAXED);
+	c_jb = NULL;
+	if (!sig)
+		__atomic_store_n(&C->finished[pg], v, __ATOMIC_RELEASE);
+	clog3(C, C_WRITE, a << 16 | pg, (uint64_t)sig << 32 | v);
+}
+
+static void c_exec(struct conc *C, const struct cop *c)
+{
+	uint32_t a = c->a, n = c->n < C_PAGES - a ? c->n : C_PAGES - a;
+	uint32_t b = c->b < C_PAGES - n ? c->b : C_PAGES - n, m = c->m < C_PAGES - a ? c->m : C_PAGES - a;
+	uint32_t fp = c->fp;
+	int sig, r;
+	switch (c->kind) {
+	case C_MAP: {
+		c_begin(C);
+		void *p = C->api->mmap(c_addr(a), n * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+				       C->fd, (off_t)(fp * PG));
+		if (p != MAP_FAILED)
+			for (uint32_t i = 0; i < n; i++)
+				c_set(C, a + i, (int32_t)(fp + i));
+		c_end(C);
+		clog3(C, C_MAP, p == MAP_FAILED ? (uint64_t)-errno : (uint64_t)((uint8_t *)p - c_addr(a)), 0);
+		break;
+	}
+	case C_UNMAP:
+		c_begin(C);
+		r = C->api->munmap(c_addr(a), n * PG);
+		for (uint32_t i = 0; r == 0 && i < n; i++)
+			c_set(C, a + i, -1);
+		c_end(C);
+		clog3(C, C_UNMAP, r ? (uint64_t)-errno : 0, 0);
+		break;
+	case C_MOVE:
+		c_begin(C);
+		c_move(C, a, b, n);
+		c_end(C);
+		break;
+	case C_RESIZE:
+		c_begin(C);
+		c_resize(C, a, n, m);
+		c_end(C);
+		break;
+	case C_WRITE:
+		c_store(C, a);
+		break;
+	case C_READ: {
+		uint64_t x = guarded_load((const uint64_t *)(c_addr(a) + c->w * 8), &sig);
+		clog3(C, C_READ, (uint64_t)sig, x);
+		break;
+	}
+	default:
+		r = C->api->msync(c_addr(a), n * PG, MS_SYNC);
+		clog3(C, C_MSYNC, r ? (uint64_t)-errno : 0, 0);
+		break;
+	}
+}
+
+/* After the run: every word of the file is its page's last stamp. */
+static void c_final(struct conc *C)
+{
+	int r = C->api->munmap(c_addr(0), C_PAGES * PG);
+	clog3(C, C_UNMAP, r ? (uint64_t)-errno : 0, 1);
+	uint64_t buf[PG / 8];
+	for (uint32_t pg = 0; pg < C_FPAGES; pg++) {
+		ssize_t k = pread(C->fd, buf, PG, (off_t)(pg * PG));
+		for (uint32_t w = 0; w < PG / 8; w++) {
+			if (k == (ssize_t)PG && buf[w] == stamp(pg, w, C->finished[pg]))
+				continue;
+			if (C->final_bad++ == 0 && !C->why[0])
+				snprintf(C->why, sizeof C->why, "file page %u word %u is %#018" PRIx64
+					 " after the run, not its last store (version %u)", pg, w,
+					 k == (ssize_t)PG ? buf[w] : 0, C->finished[pg]);
+		}
+	}
+}
+
+static void conc_child(struct conc *C, const char *path, const struct cop *ops, size_t nops)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_sigaction = conc_fault;
+	sa.sa_flags = SA_SIGINFO;
+	if (sigaction(SIGSEGV, &sa, NULL) || sigaction(SIGBUS, &sa, NULL))
+		_exit(2);
+	C->fd = open(path, O_RDWR);
+	for (uint32_t a = 0; a < C_PAGES; a++)
+		C->table[a] = -1;
+	if (C->fd < 0 || msync(c_addr(0), C_PAGES * PG, MS_ASYNC) == 0) /* the arena must be free */
+		_exit(2);
+	pthread_t th;
+	if (pthread_create(&th, NULL, reader_main, C))
+		_exit(2);
+	for (size_t i = 0; i < nops; i++) {
+		__atomic_store_n(&C->cur_op, (int32_t)i, __ATOMIC_RELAXED);
+		c_exec(C, &ops[i]);
+	}
+	__atomic_store_n(&C->stop, 1, __ATOMIC_RELEASE);
+	pthread_join(th, NULL);
+	c_final(C);
+	__atomic_store_n(&C->done, 1, __ATOMIC_RELEASE);
+	_exit(0);
+}
+
+static int conc_file(const char *path)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	uint64_t buf[PG / 8];
+	bool ok = fd >= 0;
+	for (uint32_t pg = 0; ok && pg < C_FPAGES; pg++) {
+		for (uint32_t w = 0; w < PG / 8; w++)
+			buf[w] = stamp(pg, w, 0);
+		ok = write(fd, buf, PG) == (ssize_t)PG;
+	}
+	if (fd >= 0)
+		close(fd);
+	return ok ? 0 : -1;
+}
+
+/* The first op whose main-thread records differ, or -1. */
+static int64_t conc_compare(struct conc *const C[2])
+{
+	uint64_t n = C[0]->nlog < C[1]->nlog ? C[0]->nlog : C[1]->nlog;
+	for (uint64_t i = 0; i < n; i += 3)
+		if (memcmp(&C[0]->log[i], &C[1]->log[i], 3 * sizeof(uint64_t)))
+			return (int64_t)(i / 3);
+	return C[0]->nlog == C[1]->nlog ? -1 : (int64_t)(n / 3);
+}
+
+static void conc_report(struct conc *const C[2], const struct cop *ops, size_t nops, int64_t div)
+{
+	const char *const side[2] = { "kernel", SIDE1_API.name };
+	char d[200];
+	for (int i = 0; i < 2; i++)
+		fprintf(stderr, "fuzz: concurrent, side %d (%s): %s, %" PRIu64 " reads (%" PRIu64 " while the "
+			"table stood still, %" PRIu64 " faults), %" PRIu64 " bad, %" PRIu64 " bad words in the "
+			"file%s%s\n", i + 1, side[i], C[i]->done ? "finished" : "DID NOT FINISH", C[i]->reads,
+			C[i]->stable, C[i]->faults, C[i]->bad, C[i]->final_bad, C[i]->why[0] ? "; first: " : "",
+			C[i]->why);
+	if (div < 0)
+		return;
+	fprintf(stderr, "fuzz: concurrent: DIVERGENCE of the main thread at op %" PRId64 "\n", div);
+	for (int64_t j = div > 12 ? div - 12 : 0; j <= div && j < (int64_t)nops; j++) {
+		describe_cop(&ops[j], d, sizeof d);
+		fprintf(stderr, "    op %" PRId64 ": %s\n", j, d);
+	}
+	for (int i = 0; i < 2; i++)
+		if ((uint64_t)div * 3 + 2 < C[i]->nlog)
+			fprintf(stderr, "  %s: %" PRId64 " %#" PRIx64 " %#" PRIx64 "\n", side[i],
+				(int64_t)C[i]->log[div * 3], C[i]->log[div * 3 + 1], C[i]->log[div * 3 + 2]);
+}
+
+Test(fuzz, concurrent_map_read)
+{
+#ifndef FUZZ_KERNEL_ONLY
+	char why[256];
+	if (!ummap_usable(why, sizeof why))
+		cr_skip_test("ummap cannot start here (%s)", why);
+#endif
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t seed = env_u64("FUZZ_SEED", (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec);
+	size_t nops = (size_t)env_u64("FUZZ_CONC_OPS", 3000);
+	g_multi = kernel_moves_multi();
+	char replay[128];
+	snprintf(replay, sizeof replay, "FUZZ_SEED=%" PRIu64 " FUZZ_CONC_OPS=%zu%s", seed, nops,
+		 g_multi ? "" : " FUZZ_MULTI=0");
+	fprintf(stderr, "fuzz: concurrent map/read, seed %" PRIu64 ", %zu ops (replay: %s)\n", seed, nops,
+		replay);
+	struct cop *ops = calloc(nops, sizeof *ops);
+	cr_assert_not_null(ops);
+	gen_cops(seed, nops, ops);
+	const char *tmp = getenv("TMPDIR");
+	char path[2][1024];
+	struct conc *C[2];
+	size_t sz = sizeof(struct conc) + (nops + 2) * 3 * sizeof(uint64_t);
+	pid_t pid[2];
+	for (int i = 0; i < 2; i++) {
+		snprintf(path[i], sizeof path[i], "%s/ummap-fuzz-conc-%d-%d", tmp && *tmp ? tmp : "/tmp",
+			 (int)getpid(), i);
+		cr_assert_eq(conc_file(path[i]), 0, "creating %s: %s", path[i], strerror(errno));
+		C[i] = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		cr_assert_neq(C[i], MAP_FAILED);
+		C[i]->cap = (nops + 2) * 3;
+		C[i]->api = i ? &SIDE1_API : &kernel_api;
+	}
+	fflush(stderr);
+	for (int i = 0; i < 2; i++) {
+		pid[i] = fork();
+		cr_assert_geq(pid[i], 0);
+		if (pid[i] == 0)
+			conc_child(C[i], path[i], ops, nops);
+	}
+	for (int i = 0; i < 2; i++)
+		waitpid(pid[i], NULL, 0);
+	int64_t div = conc_compare(C);
+	conc_report(C, ops, nops, div);
+	bool fail = div >= 0;
+	for (int i = 0; i < 2; i++) {
+		fail |= !C[i]->done || C[i]->bad || C[i]->final_bad || !C[i]->stable;
+		unlink(path[i]);
+	}
+	cr_assert(!fail, "concurrent map/read: see above (replay: %s)", replay);
+	for (int i = 0; i < 2; i++)
+		munmap(C[i], sz);
+	free(ops);
+}
