@@ -2817,7 +2817,7 @@ static void fuzz_run(void)
  * end each child unmaps the arena and checks every word of the file is the
  * stamp of its page's last version (no store lost).
  *
- *   FUZZ_CONC_OPS=n    operations (default 3000); FUZZ_SEED and FUZZ_MULTI
+ *   FUZZ_CONC_OPS=n    operations (default 2000); FUZZ_SEED and FUZZ_MULTI
  *                      as above
  */
 #include <pthread.h>
@@ -3225,7 +3225,7 @@ Test(fuzz, concurrent_map_read)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	uint64_t seed = env_u64("FUZZ_SEED", (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec);
-	size_t nops = (size_t)env_u64("FUZZ_CONC_OPS", 3000);
+	size_t nops = (size_t)env_u64("FUZZ_CONC_OPS", 2000);
 	g_multi = kernel_moves_multi();
 	char replay[128];
 	snprintf(replay, sizeof replay, "FUZZ_SEED=%" PRIu64 " FUZZ_CONC_OPS=%zu%s", seed, nops,
