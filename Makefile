@@ -81,10 +81,10 @@ tsan:
 
 # The long fuzzer runs (1,000,000 operations, default and 64 KiB budgets),
 # without stores beyond the end of file (README: the kernel's answer there
-# depends on its flusher).
+# depends on its flusher), and 200,000 operations of concurrent map/read.
 fuzz-long: $(B)/tests/test_fuzz
 	FUZZ_SEED=$${FUZZ_SEED:-3} FUZZ_OPS=$${FUZZ_OPS:-1000000} FUZZ_MURKY=$${FUZZ_MURKY:-0} \
-	  $(B)/tests/test_fuzz --jobs=1
+	  FUZZ_CONC_OPS=$${FUZZ_CONC_OPS:-200000} $(B)/tests/test_fuzz --jobs=1
 
 # The crash loop of tests/test_crash.c, 10,000 cycles per ending.
 crash-long: all $(B)/tests/test_crash
