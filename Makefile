@@ -65,9 +65,12 @@ $(B)/obj $(B)/tests $(B)/examples $(B)/bench:
 	mkdir -p $@
 
 # The test command: every test program.  The fuzzer runs a fixed seed so
-# that CI is reproducible; FUZZ_SEED and FUZZ_OPS choose another run.
+# that CI is reproducible; FUZZ_SEED and FUZZ_OPS choose another run.  It
+# leaves out stores beyond the end of file (FUZZ_MURKY=0), where the
+# kernel's own answer depends on its flusher's timing (README).
 test: all $(TEST_BIN) $(EX_BIN)
-	B=$(B) FUZZ_SEED=$${FUZZ_SEED:-3} FUZZ_OPS=$${FUZZ_OPS:-5000} sh tests/run.sh $(TEST_BIN)
+	B=$(B) FUZZ_SEED=$${FUZZ_SEED:-3} FUZZ_OPS=$${FUZZ_OPS:-5000} FUZZ_MURKY=$${FUZZ_MURKY:-0} \
+	  sh tests/run.sh $(TEST_BIN)
 
 # ASan+UBSan build of the whole suite, in its own build directory.
 sanitize:
