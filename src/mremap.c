@@ -408,8 +408,12 @@ static void *remap_locked(void *old_address, size_t old_size, size_t new_size, i
 			moved[i].r_map->m_refs++;
 	}
 	if (old_size && !(flags & MREMAP_DONTUNMAP)) {
-		um.remapping = true; /* the pages move with the regions */
-		region_remove_range(os, oe);
+		/* What a shrink leaves out is unmapped, as by munmap (its
+		 * stores reach the file); the rest moves with its pages. */
+		uintptr_t keep = nlen < oe - os ? os + nlen : oe;
+		region_remove_range(keep, oe);
+		um.remapping = true;
+		region_remove_range(os, keep);
 		um.remapping = false;
 	}
 	region_remove_range(ns, ns + nlen);
