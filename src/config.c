@@ -434,24 +434,34 @@ int um_init(void)
 	return um.ready ? 0 : -um.init_err;
 }
 
+/*
+ * The um_* calls copy the caller's structs in and out with the engine's
+ * lock released: a struct may lie in a ummap page not mapped at the moment,
+ * whose fault the fault thread serves only once it has the lock.
+ */
 int um_configure(const struct um_config *cfg)
 {
-	if (!cfg || (cfg->fault_size && !valid_fault_size(cfg->fault_size))) {
+	if (!cfg) {
+		errno = EINVAL;
+		return -1;
+	}
+	struct um_config c = *cfg;
+	if (c.fault_size && !valid_fault_size(c.fault_size)) {
 		errno = EINVAL;
 		return -1;
 	}
 	um_init();
 	um_lock();
-	if (cfg->budget)
-		um.cfg.budget = cfg->budget;
-	if (cfg->fault_size)
-		um.cfg.fault_size = cfg->fault_size;
-	if (cfg->readahead_max)
-		um.cfg.readahead_max = cfg->readahead_max;
-	if (cfg->writeback_ms)
-		__atomic_store_n(&um.cfg.writeback_ms, cfg->writeback_ms, __ATOMIC_RELAXED);
+	if (c.budget)
+		um.cfg.budget = c.budget;
+	if (c.fault_size)
+		um.cfg.fault_size = c.fault_size;
+	if (c.readahead_max)
+		um.cfg.readahead_max = c.readahead_max;
+	if (c.writeback_ms)
+		__atomic_store_n(&um.cfg.writeback_ms, c.writeback_ms, __ATOMIC_RELAXED);
 	um_unlock();
-	if (um.ready && cfg->writeback_ms)
+	if (um.ready && c.writeback_ms)
 		wb_kick(); /* a shorter interval takes effect now */
 	return 0;
 }
@@ -460,8 +470,9 @@ int um_get_config(struct um_config *cfg)
 {
 	um_init();
 	um_lock();
-	*cfg = um.cfg;
+	struct um_config c = um.cfg;
 	um_unlock();
+	*cfg = c;
 	return 0;
 }
 
@@ -537,33 +548,41 @@ static void mapping_stats(const struct um_mapping *m, struct um_cache *c, struct
 	}
 }
 
+/* The process's counters. */
+static void process_stats(struct um_stats *st)
+{
+	*st = um.st;
+	anon_refresh(true);
+	st->resident_bytes = cache_resident_all() + um.anon;
+	st->anon_bytes = um.anon;
+	st->dirty_bytes = 0;
+	for (struct um_cache *c = um.caches; c; c = c->c_next)
+		st->dirty_bytes += c->c_sh->dirty;
+	st->budget = um.cfg.budget;
+	st->mappings = um.nregions;
+}
+
 int um_stats(void *addr, struct um_stats *st)
 {
+	struct um_stats s; /* (copied out unlocked) */
 	um_init();
 	um_lock();
 	int err = 0;
 	if (!addr) {
-		*st = um.st;
-		anon_refresh(true);
-		st->resident_bytes = cache_resident_all() + um.anon;
-		st->anon_bytes = um.anon;
-		st->dirty_bytes = 0;
-		for (struct um_cache *c = um.caches; c; c = c->c_next)
-			st->dirty_bytes += c->c_sh->dirty;
-		st->budget = um.cfg.budget;
-		st->mappings = um.nregions;
+		process_stats(&s);
 	} else {
 		struct um_region *r = region_at((uintptr_t)addr);
 		if (!r || !r->r_cache)
 			err = r ? EINVAL : ENOMEM;
 		else
-			mapping_stats(r->r_map, r->r_cache, st);
+			mapping_stats(r->r_map, r->r_cache, &s);
 	}
 	um_unlock();
 	if (err) {
 		errno = err;
 		return -1;
 	}
+	*st = s;
 	return 0;
 }
 

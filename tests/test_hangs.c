@@ -1,0 +1,211 @@
+/*
+ * test_hangs.c - um_* calls and fork handlers that touch ummap memory
+ * while the engine is busy must not hang, and fork handlers' stores land in
+ * the process that made them.
+ *
+ * Each scenario runs in a child process that writes a verdict ("ok" or what
+ * went wrong) to a pipe and exits.  A hang cannot end by itself, so the
+ * parent waits for the verdict with a watchdog of WATCHDOG_S seconds, a
+ * failure detector only: a passing scenario answers in milliseconds and is
+ * never cut short, while a hung one is killed and reported as hung.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ummap.h"
+
+#define PG 4096UL
+#define WATCHDOG_S 60
+
+static int verdict_fd = -1; /* the child's end of the pipe */
+
+/* The child's verdict: "ok", or what went wrong. */
+static void say(const char *fmt, ...)
+{
+	char buf[256];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	if (write(verdict_fd, buf, (size_t)n) != n)
+		_exit(2);
+}
+
+/* Runs fn in a child; its verdict, "hung" if none came within the
+ * watchdog, or its exit status if it said nothing. */
+static void run_child(void (*fn)(void), char *out, size_t outlen)
+{
+	int p[2];
+	cr_assert(pipe(p) == 0);
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		close(p[0]);
+		verdict_fd = p[1];
+		fn();
+		_exit(0);
+	}
+	close(p[1]);
+	size_t len = 0;
+	struct pollfd pf = { .fd = p[0], .events = POLLIN };
+	for (;;) {
+		int r = poll(&pf, 1, WATCHDOG_S * 1000);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r == 0) {
+			kill(pid, SIGKILL);
+			snprintf(out, outlen, "hung (no answer in %d s)", WATCHDOG_S);
+			break;
+		}
+		ssize_t n = read(p[0], out + len, outlen - 1 - len);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		out[len] = 0;
+	}
+	close(p[0]);
+	int st;
+	cr_assert(waitpid(pid, &st, 0) == pid);
+	if (len == 0 && !strstr(out, "hung"))
+		snprintf(out, outlen, "said nothing, status %#x", st);
+}
+
+#define expect_ok(fn)                                                    \
+	do {                                                             \
+		char v[512] = "";                                        \
+		run_child(fn, v, sizeof v);                              \
+		cr_expect(strcmp(v, "ok") == 0, "%s: %s", #fn, v);       \
+	} while (0)
+
+/* A shared file mapping of two pages never touched: the first access to
+ * either faults and needs the fault thread. */
+static char *fresh_mapping(void)
+{
+	char path[] = "/tmp/ummap-hangs.XXXXXX";
+	int fd = mkstemp(path);
+	if (fd < 0 || ftruncate(fd, 2 * PG) < 0)
+		return NULL;
+	unlink(path);
+	char *m = um_mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	return m == MAP_FAILED ? NULL : m;
+}
+
+/* Where a struct goes: across the boundary of the two fresh pages, 16 bytes
+ * in the first, so that what a call reads to validate its argument before
+ * taking the engine's lock leaves the second page untouched. */
+static void *straddle(char *m)
+{
+	return m + PG - 16;
+}
+
+/* ---- um_* calls with their argument in a page not mapped yet ---- */
+
+static void configure_from_fresh_page(void)
+{
+	char *m = fresh_mapping();
+	struct um_config *cfg = straddle(m); /* zeros: change nothing */
+	int r = um_configure(cfg);
+	say(r == 0 ? "ok" : "um_configure: %d", r);
+}
+
+static void get_config_into_fresh_page(void)
+{
+	char *m = fresh_mapping();
+	struct um_config *cfg = straddle(m);
+	int r = um_get_config(cfg);
+	say(r == 0 && cfg->fault_size >= PG ? "ok" : "um_get_config: %d, fault_size %lu", r,
+	    (unsigned long)cfg->fault_size);
+}
+
+static void process_stats_into_fresh_page(void)
+{
+	char *m = fresh_mapping();
+	struct um_stats *st = straddle(m);
+	int r = um_stats(NULL, st);
+	say(r == 0 && st->mappings >= 1 ? "ok" : "um_stats: %d, %lu mappings", r, (unsigned long)st->mappings);
+}
+
+static void mapping_stats_into_fresh_page(void)
+{
+	char *m = fresh_mapping();
+	struct um_stats *st = straddle(m);
+	int r = um_stats(m, st);
+	say(r == 0 && st->mappings == 1 ? "ok" : "um_stats: %d, %lu mappings", r, (unsigned long)st->mappings);
+}
+
+Test(hangs, um_configure_reads_an_unmapped_page)
+{
+	expect_ok(configure_from_fresh_page);
+}
+
+Test(hangs, um_get_config_writes_an_unmapped_page)
+{
+	expect_ok(get_config_into_fresh_page);
+}
+
+Test(hangs, um_stats_writes_an_unmapped_page)
+{
+	expect_ok(process_stats_into_fresh_page);
+	expect_ok(mapping_stats_into_fresh_page);
+}
+
+/* ---- um_set_swap_store with its argument's page dropped meanwhile ---- */
+
+static void *swap_open(void *arg) { return arg; }
+static ssize_t swap_read(void *h, void *buf, size_t len, uint64_t off) { return -EIO; }
+static ssize_t swap_write(void *h, const void *buf, size_t len, uint64_t off) { return -EIO; }
+static void swap_close(void *h) {}
+
+static volatile int zapping;
+
+/* Drops the page's entry again and again, as reclaim or an eviction by
+ * another thread may at any time: the next access faults.  The page stays
+ * in the cache (MADV_DONTNEED on a shared mapping). */
+static void *zapper(void *page)
+{
+	while (__atomic_load_n(&zapping, __ATOMIC_RELAXED))
+		madvise(page, PG, MADV_DONTNEED);
+	return NULL;
+}
+
+#define SWAP_SETS 20000
+
+/* um_set_swap_store validates its argument before the lock: the page can
+ * be dropped between that and the copy made under the lock. */
+static void set_swap_store_from_dropped_page(void)
+{
+	char *m = fresh_mapping();
+	struct um_swap_store *s = (struct um_swap_store *)m;
+	*s = (struct um_swap_store){ .version = UM_SWAP_STORE_VERSION, .open = swap_open, .read = swap_read,
+				     .write = swap_write, .close = swap_close };
+	pthread_t t;
+	zapping = 1;
+	if (pthread_create(&t, NULL, zapper, m)) {
+		say("pthread_create failed");
+		return;
+	}
+	int bad = 0;
+	for (int i = 0; i < SWAP_SETS; i++)
+		bad += um_set_swap_store(s) != 0;
+	zapping = 0;
+	pthread_join(t, NULL);
+	bad += um_set_swap_store(NULL) != 0;
+	say(bad ? "%d calls failed" : "ok", bad);
+}
+
+Test(hangs, um_set_swap_store_reads_a_dropped_page)
+{
+	expect_ok(set_swap_store_from_dropped_page);
+}
