@@ -209,7 +209,9 @@ static bool share_anon(struct um_cache *c)
  * from now on; private memory waits for the child's copy. */
 static void fork_prepare(void)
 {
-	um_lock();
+	um_lock(); /* (the child re-creates it) */
+	if (!um.ready)
+		return;
 	protect_private(true);
 	for (struct um_cache *c = um.caches; c; c = c->c_next) {
 		if (c->c_store || c->c_private || share_anon(c))
@@ -316,6 +318,12 @@ static int child_restart(void)
 
 static void fork_child(void)
 {
+	if (!um.ready) {
+		/* Not started, or a child's engine that could not start: the
+		 * um_* calls stay the kernel's. */
+		pthread_mutex_init(&um.lock, NULL);
+		return;
+	}
 	for (size_t i = 0; i < um.nregions; i++) {
 		struct um_region *r = &um.regions[i];
 		/* (MADV_DONTFORK ranges are not in the child at all.) */
@@ -410,12 +418,22 @@ static int start(void)
 	if ((e = um_signal_install()) || (e = fault_start()) || (e = wb_start()))
 		return e;
 	atexit(at_exit);
-	pthread_atfork(fork_prepare, fork_parent, fork_child);
 	return 0;
 }
 
+/*
+ * Under the engine's lock, so that a fork() in another thread (whose
+ * handlers take the lock) sees the engine either not started or running.
+ * A child forked just after can find pthread_once still in progress and run
+ * this again: its engine is then decided already (fork_child).
+ */
 static void init_once(void)
 {
+	um_lock();
+	if (um.ready || um.init_err) {
+		um_unlock();
+		return;
+	}
 	defaults();
 	int e = start();
 	if (e) {
@@ -423,9 +441,23 @@ static void init_once(void)
 		fprintf(stderr,
 			"ummap: cannot start (%s); mappings are served by the kernel's mmap. "
 			"Run `ummap check` for what to do.\n", strerror(-e));
-		return;
+	} else {
+		um.ready = true;
 	}
-	um.ready = true;
+	um_unlock();
+}
+
+/*
+ * The fork handlers, registered before the application's (a constructor of
+ * the highest priority an application may use): handlers registered earlier
+ * run their prepare after ummap's and their child handler before ummap's,
+ * that is while the engine's lock is held and private memory is
+ * write-protected, or in a child whose private memory is still the parent's.
+ * They do nothing until the engine has started.
+ */
+__attribute__((constructor(101))) static void register_fork_handlers(void)
+{
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 int um_init(void)
