@@ -180,6 +180,16 @@ static void *zapper(void *page)
 	return NULL;
 }
 
+/* Takes the engine's lock again and again, so that um_set_swap_store
+ * often waits for it, with its argument's page dropped meanwhile. */
+static void *locker(void *arg)
+{
+	struct um_stats st;
+	while (__atomic_load_n(&zapping, __ATOMIC_RELAXED))
+		um_stats(NULL, &st);
+	return NULL;
+}
+
 #define SWAP_SETS 20000
 
 /* um_set_swap_store validates its argument before the lock: the page can
@@ -190,9 +200,9 @@ static void set_swap_store_from_dropped_page(void)
 	struct um_swap_store *s = (struct um_swap_store *)m;
 	*s = (struct um_swap_store){ .version = UM_SWAP_STORE_VERSION, .open = swap_open, .read = swap_read,
 				     .write = swap_write, .close = swap_close };
-	pthread_t t;
+	pthread_t t, l;
 	zapping = 1;
-	if (pthread_create(&t, NULL, zapper, m)) {
+	if (pthread_create(&t, NULL, zapper, m) || pthread_create(&l, NULL, locker, NULL)) {
 		say("pthread_create failed");
 		return;
 	}
@@ -201,6 +211,7 @@ static void set_swap_store_from_dropped_page(void)
 		bad += um_set_swap_store(s) != 0;
 	zapping = 0;
 	pthread_join(t, NULL);
+	pthread_join(l, NULL);
 	bad += um_set_swap_store(NULL) != 0;
 	say(bad ? "%d calls failed" : "ok", bad);
 }
@@ -208,4 +219,110 @@ static void set_swap_store_from_dropped_page(void)
 Test(hangs, um_set_swap_store_reads_a_dropped_page)
 {
 	expect_ok(set_swap_store_from_dropped_page);
+}
+
+/* ---- fork handlers registered before ummap started ---- */
+
+/* Private anonymous memory of ummap's; each handler stores its letter at
+ * its own byte. */
+static volatile char *priv;
+enum { AT_PREPARE = 1, AT_PARENT = 2, AT_CHILD = 3 };
+
+static void store_prepare(void) { priv[AT_PREPARE] = 'p'; }
+static void store_parent(void) { priv[AT_PARENT] = 'P'; }
+static void store_child(void) { priv[AT_CHILD] = 'c'; }
+
+/* With the handlers registered before any um_* call, maps private
+ * anonymous memory and forks; the child reports what it sees through its
+ * status (0 = as expected) once the parent has run its handlers. */
+static void fork_with_handlers(void (*prepare)(void), void (*parent)(void), void (*child)(void))
+{
+	priv = um_mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (priv == MAP_FAILED) {
+		say("um_mmap: %s", strerror(errno));
+		return;
+	}
+	priv[0] = 'a';
+	int go[2];
+	if (pipe(go)) {
+		say("pipe failed");
+		return;
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		char b;
+		close(go[1]);
+		/* The parent has run its handlers. */
+		if (read(go[0], &b, 1) != 1)
+			_exit(9);
+		int wrong = (priv[0] != 'a') | (priv[AT_PREPARE] != (prepare ? 'p' : 0)) << 1 |
+			    (priv[AT_PARENT] != 0) << 2 | (priv[AT_CHILD] != (child ? 'c' : 0)) << 3;
+		_exit(wrong);
+	}
+	close(go[0]);
+	int st = 0;
+	if (pid < 0 || write(go[1], "g", 1) != 1 || waitpid(pid, &st, 0) != pid) {
+		say("fork or wait failed");
+		return;
+	}
+	close(go[1]);
+	if (!WIFEXITED(st) || WEXITSTATUS(st))
+		say("the child's memory is wrong (status %#x: bit 1 prepare, 2 parent's store, 3 its own store) ", st);
+	if (priv[AT_PREPARE] != (prepare ? 'p' : 0) || priv[AT_PARENT] != (parent ? 'P' : 0))
+		say("the parent lost its handlers' stores ");
+	if (priv[AT_CHILD])
+		say("the child's handler stored into the parent's memory ");
+	if (WIFEXITED(st) && !WEXITSTATUS(st) && priv[AT_PREPARE] == (prepare ? 'p' : 0) &&
+	    priv[AT_PARENT] == (parent ? 'P' : 0) && !priv[AT_CHILD])
+		say("ok");
+}
+
+static void fork_with_handler(void (*prepare)(void), void (*parent)(void), void (*child)(void))
+{
+	if (pthread_atfork(prepare, parent, child))
+		say("pthread_atfork failed");
+	else
+		fork_with_handlers(prepare, parent, child);
+}
+
+static void prepare_handler_stores(void) { fork_with_handler(store_prepare, NULL, NULL); }
+static void parent_handler_stores(void) { fork_with_handler(NULL, store_parent, NULL); }
+static void child_handler_stores(void) { fork_with_handler(NULL, NULL, store_child); }
+
+/* Handlers an application registers in a constructor of its own (default
+ * priority), armed by one test only. */
+static volatile int ctor_armed;
+static void ctor_prepare(void) { if (ctor_armed) store_prepare(); }
+static void ctor_parent(void) { if (ctor_armed) store_parent(); }
+static void ctor_child(void) { if (ctor_armed) store_child(); }
+
+__attribute__((constructor)) static void app_constructor(void)
+{
+	pthread_atfork(ctor_prepare, ctor_parent, ctor_child);
+}
+
+static void constructor_handlers_store(void)
+{
+	ctor_armed = 1;
+	fork_with_handlers(store_prepare, store_parent, store_child);
+}
+
+Test(fork_handlers, prepare_handler_stores_into_private_memory)
+{
+	expect_ok(prepare_handler_stores);
+}
+
+Test(fork_handlers, parent_handler_stores_into_private_memory)
+{
+	expect_ok(parent_handler_stores);
+}
+
+Test(fork_handlers, child_handler_stores_stay_in_the_child)
+{
+	expect_ok(child_handler_stores);
+}
+
+Test(fork_handlers, handlers_of_an_application_constructor_store)
+{
+	expect_ok(constructor_handlers_store);
 }
