@@ -211,7 +211,9 @@ static bool share_anon(struct um_cache *c)
  * from now on; private memory waits for the child's copy. */
 static void fork_prepare(void)
 {
-	um_lock();
+	um_lock(); /* (the child re-creates it) */
+	if (!um.ready)
+		return;
 	protect_private(true);
 	for (struct um_cache *c = um.caches; c; c = c->c_next) {
 		if (c->c_store || c->c_private || share_anon(c))
@@ -318,6 +320,12 @@ static int child_restart(void)
 
 static void fork_child(void)
 {
+	if (!um.ready) {
+		/* Not started, or a child's engine that could not start: the
+		 * um_* calls stay the kernel's. */
+		pthread_mutex_init(&um.lock, NULL);
+		return;
+	}
 	for (size_t i = 0; i < um.nregions; i++) {
 		struct um_region *r = &um.regions[i];
 		/* (MADV_DONTFORK ranges are not in the child at all.) */
@@ -412,12 +420,22 @@ static int start(void)
 	if ((e = um_signal_install()) || (e = fault_start()) || (e = wb_start()))
 		return e;
 	atexit(at_exit);
-	pthread_atfork(fork_prepare, fork_parent, fork_child);
 	return 0;
 }
 
+/*
+ * Under the engine's lock, so that a fork() in another thread (whose
+ * handlers take the lock) sees the engine either not started or running.
+ * A child forked just after can find pthread_once still in progress and run
+ * this again: its engine is then decided already (fork_child).
+ */
 static void init_once(void)
 {
+	um_lock();
+	if (um.ready || um.init_err) {
+		um_unlock();
+		return;
+	}
 	defaults();
 	int e = start();
 	if (e) {
@@ -425,9 +443,23 @@ static void init_once(void)
 		fprintf(stderr,
 			"ummap: cannot start (%s); mappings are served by the kernel's mmap. "
 			"Run `ummap check` for what to do.\n", strerror(-e));
-		return;
+	} else {
+		um.ready = true;
 	}
-	um.ready = true;
+	um_unlock();
+}
+
+/*
+ * The fork handlers, registered before the application's (a constructor of
+ * the highest priority an application may use): handlers registered earlier
+ * run their prepare after ummap's and their child handler before ummap's,
+ * that is while the engine's lock is held and private memory is
+ * write-protected, or in a child whose private memory is still the parent's.
+ * They do nothing until the engine has started.
+ */
+__attribute__((constructor(101))) static void register_fork_handlers(void)
+{
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 int um_init(void)
@@ -436,24 +468,34 @@ int um_init(void)
 	return um.ready ? 0 : -um.init_err;
 }
 
+/*
+ * The um_* calls copy the caller's structs in and out with the engine's
+ * lock released: a struct may lie in a ummap page not mapped at the moment,
+ * whose fault the fault thread serves only once it has the lock.
+ */
 int um_configure(const struct um_config *cfg)
 {
-	if (!cfg || (cfg->fault_size && !valid_fault_size(cfg->fault_size))) {
+	if (!cfg) {
+		errno = EINVAL;
+		return -1;
+	}
+	struct um_config c = *cfg;
+	if (c.fault_size && !valid_fault_size(c.fault_size)) {
 		errno = EINVAL;
 		return -1;
 	}
 	um_init();
 	um_lock();
-	if (cfg->budget)
-		um.cfg.budget = cfg->budget;
-	if (cfg->fault_size)
-		um.cfg.fault_size = cfg->fault_size;
-	if (cfg->readahead_max)
-		um.cfg.readahead_max = cfg->readahead_max;
-	if (cfg->writeback_ms)
-		__atomic_store_n(&um.cfg.writeback_ms, cfg->writeback_ms, __ATOMIC_RELAXED);
+	if (c.budget)
+		um.cfg.budget = c.budget;
+	if (c.fault_size)
+		um.cfg.fault_size = c.fault_size;
+	if (c.readahead_max)
+		um.cfg.readahead_max = c.readahead_max;
+	if (c.writeback_ms)
+		__atomic_store_n(&um.cfg.writeback_ms, c.writeback_ms, __ATOMIC_RELAXED);
 	um_unlock();
-	if (um.ready && cfg->writeback_ms)
+	if (um.ready && c.writeback_ms)
 		wb_kick(); /* a shorter interval takes effect now */
 	return 0;
 }
@@ -462,8 +504,9 @@ int um_get_config(struct um_config *cfg)
 {
 	um_init();
 	um_lock();
-	*cfg = um.cfg;
+	struct um_config c = um.cfg;
 	um_unlock();
+	*cfg = c;
 	return 0;
 }
 
@@ -539,33 +582,41 @@ static void mapping_stats(const struct um_mapping *m, struct um_cache *c, struct
 	}
 }
 
+/* The process's counters. */
+static void process_stats(struct um_stats *st)
+{
+	*st = um.st;
+	anon_refresh(true);
+	st->resident_bytes = cache_resident_all() + um.anon;
+	st->anon_bytes = um.anon;
+	st->dirty_bytes = 0;
+	for (struct um_cache *c = um.caches; c; c = c->c_next)
+		st->dirty_bytes += c->c_sh->dirty;
+	st->budget = um.cfg.budget;
+	st->mappings = um.nregions;
+}
+
 int um_stats(void *addr, struct um_stats *st)
 {
+	struct um_stats s; /* (copied out unlocked) */
 	um_init();
 	um_lock();
 	int err = 0;
 	if (!addr) {
-		*st = um.st;
-		anon_refresh(true);
-		st->resident_bytes = cache_resident_all() + um.anon;
-		st->anon_bytes = um.anon;
-		st->dirty_bytes = 0;
-		for (struct um_cache *c = um.caches; c; c = c->c_next)
-			st->dirty_bytes += c->c_sh->dirty;
-		st->budget = um.cfg.budget;
-		st->mappings = um.nregions;
+		process_stats(&s);
 	} else {
 		struct um_region *r = region_at((uintptr_t)addr);
 		if (!r || !r->r_cache)
 			err = r ? EINVAL : ENOMEM;
 		else
-			mapping_stats(r->r_map, r->r_cache, st);
+			mapping_stats(r->r_map, r->r_cache, &s);
 	}
 	um_unlock();
 	if (err) {
 		errno = err;
 		return -1;
 	}
+	*st = s;
 	return 0;
 }
 

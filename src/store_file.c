@@ -5,12 +5,18 @@
  * The descriptor is reopened through /proc/self/fd so that it has its own
  * access mode and no O_APPEND: the caller's descriptor may be closed right
  * after mmap (the tutorial does so), and may be read-only while a later
- * mapping of the same file needs writes (store_file_upgrade).
+ * mapping of the same file needs writes (store_file_upgrade).  Where the
+ * reopen is refused (the file's mode changed since the caller opened it,
+ * which the kernel's mmap does not look at), the store uses a duplicate of
+ * the caller's descriptor, which shares its open file description: so
+ * nothing here moves the file offset, and a description in append mode is
+ * not written through (pwrite would append, here and in the service).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "store.h"
@@ -57,10 +63,10 @@ static ssize_t file_write(struct um_store *s, const void *buf, size_t len, uint6
 
 static int file_size(struct um_store *s, uint64_t *size)
 {
-	off_t end = lseek(s->fd, 0, SEEK_END);
-	if (end < 0)
+	struct stat st;
+	if (fstat(s->fd, &st) < 0)
 		return -errno;
-	*size = (uint64_t)end;
+	*size = (uint64_t)st.st_size;
 	return 0;
 }
 
@@ -97,9 +103,14 @@ static int reopen(int fd, int want_write)
 	char path[64];
 	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
 	int nfd = open(path, (want_write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-	if (nfd < 0 && !want_write)
-		nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-	return nfd;
+	if (nfd >= 0)
+		return nfd;
+	int err = errno, fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || (want_write && (fl & O_APPEND))) {
+		errno = err;
+		return -1;
+	}
+	return fcntl(fd, F_DUPFD_CLOEXEC, 0);
 }
 
 struct um_store *store_file_open(int fd, int want_write, int *err)
