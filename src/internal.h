@@ -16,7 +16,7 @@
  * touching private copies), so the next access faults again.  Anonymous
  * memory is a cache without a file: shared, or private (a memfd of its own
  * mapped shared, which no other process maps; fork() gives the child a copy,
- * config.c), its evicted pages kept in a swap store.  The page states of a
+ * fork.c), its evicted pages kept in a swap store.  The page states of a
  * file's cache live in a memfd the writeback service also holds (proto.h),
  * so that a killed process's dirty pages still reach the file; through the
  * service, every process that maps the file uses the same two memfds, so
@@ -54,8 +54,9 @@
  * states, locks), which read and write stores (store_*.c).  writeback.c
  * and evict.c are policies over caches, called from above; they read the
  * region map (I3 protects every region that maps a run; locked regions are
- * not evicted) but never change it.  engine start-up, settings and fork
- * live in config.c, the service's client in service.c.
+ * not evicted) but never change it.  Start-up and the engine's threads
+ * are engine.c, settings config.c, statistics stats.c, fork fork.c, the
+ * service's client service.c.
  *
  * Locking: one mutex, um.lock, taken by the fault thread, the writeback
  * thread and every um_* call; it is never held across a call that can fault
@@ -232,11 +233,14 @@ void *sys_mremap(void *old, size_t old_size, size_t new_size, int flags, void *n
 int sys_uffd_open(int *err);
 int sys_uffd_api(int fd, uint64_t want, uint64_t *got);
 
-/* config.c */
+/* engine.c */
 int um_init(void); /* 0 or -errno; starts the engine once */
 void um_lock(void);
 void um_unlock(void);
+
+/* config.c */
 uint64_t um_parse_size(const char *s);
+void um_defaults(void); /* built-in settings and the environment's */
 int um_thread_start(pthread_t *t, void *(*fn)(void *)); /* 0 or -errno */
 
 /* region.c: the sorted region map. */
@@ -309,6 +313,15 @@ void svc_wb_error(struct um_cache *c, int err); /* a writeback of c failed */
 void svc_check_errors(struct um_cache *c); /* others' failed writebacks of c's file */
 void svc_fork_child(void);
 int32_t svc_id(void); /* this process's id in the mapping tables (proto.h) */
+
+/* Features ummap uses when the kernel has them. */
+#define UM_WANT (UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_THREAD_ID | \
+		 UFFD_FEATURE_EXACT_ADDRESS | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_POISON)
+
+/* fork.c: the handlers engine.c registers with pthread_atfork. */
+void fork_prepare(void);
+void fork_parent(void);
+void fork_child(void);
 
 /* fault.c */
 int fault_start(void);
