@@ -11,9 +11,14 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -238,6 +243,65 @@ DIFF_TEST(mprotect, shared_write_then_read_only_keeps_data)
 	D_CALL(log, o->munmap(p, 2 * PG));
 	D_PREAD(log, fd, 0, 2 * PG);
 	close(fd);
+}
+
+/* The memfd behind a ummap mapping may be written and executed; what the
+ * kernel refuses on the file's own mapping (VM_MAYWRITE, VM_MAYEXEC) must
+ * be refused too. */
+DIFF_TEST(mprotect, write_refused_on_a_write_sealed_memfd)
+{
+	int seals[] = { F_SEAL_FUTURE_WRITE, F_SEAL_WRITE };
+	for (int i = 0; i < 2; i++) {
+		int fd = memfd_create("sealed", MFD_ALLOW_SEALING | MFD_CLOEXEC);
+		D_VAL(log, fd >= 0 && ftruncate(fd, 2 * PG) == 0);
+		D_VAL(log, fcntl(fd, F_ADD_SEALS, seals[i]));
+		D_MMAP(log, o, NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		char *p = D_MMAP(log, o, NULL, 2 * PG, PROT_READ, MAP_SHARED, fd, 0);
+		D_CALL(log, o->mprotect(p, 2 * PG, PROT_READ | PROT_WRITE));
+		D_CALL(log, o->mprotect(p + PG, PG, PROT_WRITE));
+		char *q = D_MMAP(log, o, NULL, 2 * PG, PROT_READ, MAP_PRIVATE, fd, 0);
+		D_CALL(log, o->mprotect(q, 2 * PG, PROT_READ | PROT_WRITE));
+		D_FILL(log, q, 'q', 10);
+		D_CALL(log, o->munmap(p, 2 * PG));
+		D_CALL(log, o->munmap(q, 2 * PG));
+		close(fd);
+	}
+}
+
+static char noexec_dir[64];
+
+static void exec_on_noexec(const struct mm_ops *o, struct diff_log *log, const char *dir)
+{
+	char path[128];
+	snprintf(path, sizeof path, "%s/f%d", noexec_dir, (int)getpid());
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	D_VAL(log, fd >= 0 && ftruncate(fd, 2 * PG) == 0);
+	D_MMAP(log, o, NULL, 2 * PG, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
+	char *p = D_MMAP(log, o, NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	D_CALL(log, o->mprotect(p, 2 * PG, PROT_READ | PROT_EXEC));
+	D_CALL(log, o->mprotect(p + PG, PG, PROT_READ));
+	char *q = D_MMAP(log, o, NULL, 2 * PG, PROT_READ, MAP_PRIVATE, fd, 0);
+	D_CALL(log, o->mprotect(q, 2 * PG, PROT_EXEC));
+	D_CALL(log, o->munmap(p, 2 * PG));
+	D_CALL(log, o->munmap(q, 2 * PG));
+	close(fd);
+	unlink(path);
+}
+
+Test(mprotect, exec_refused_on_a_noexec_mount, .timeout = 180)
+{
+	/* A tmpfs mounted noexec in a mount namespace of this test's own. */
+	strcpy(noexec_dir, "/tmp/ummap-noexec-XXXXXX");
+	if (!mkdtemp(noexec_dir))
+		cr_assert_fail("mkdtemp: %s", strerror(errno));
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("tmpfs", noexec_dir, "tmpfs", MS_NOEXEC, "size=1m") < 0) {
+		rmdir(noexec_dir);
+		cr_skip_test("no noexec mount can be made here (%s; needs root)", strerror(errno));
+	}
+	diff_run("mprotect::exec_refused_on_a_noexec_mount", exec_on_noexec);
+	umount(noexec_dir);
+	rmdir(noexec_dir);
 }
 
 DIFF_TEST(mprotect, dirty_pages_survive_prot_none)
