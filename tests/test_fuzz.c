@@ -3055,11 +3055,12 @@ static void c_store(struct conc *C, uint32_t a)
 		clog3(C, C_WRITE, 0, 0);
 		return;
 	}
-	a = (a + k) % C_PAGES;
-	uint32_t pg = (uint32_t)C->table[a], v = C->started[pg] + 1;
+	/* (A fresh variable: one changed before sigsetjmp may be clobbered.) */
+	const uint32_t at = (a + k) % C_PAGES;
+	uint32_t pg = (uint32_t)C->table[at], v = C->started[pg] + 1;
 	__atomic_store_n(&C->started[pg], v, __ATOMIC_RELEASE);
 	sigjmp_buf jb;
-	uint64_t *p = (uint64_t *)c_addr(a);
+	uint64_t *p = (uint64_t *)c_addr(at);
 	c_jb = &jb;
 	int sig = sigsetjmp(jb, 1);
 	for (uint32_t w = 0; !sig && w < PG / 8; w++)
@@ -3067,7 +3068,7 @@ static void c_store(struct conc *C, uint32_t a)
 	c_jb = NULL;
 	if (!sig)
 		__atomic_store_n(&C->finished[pg], v, __ATOMIC_RELEASE);
-	clog3(C, C_WRITE, a << 16 | pg, (uint64_t)sig << 32 | v);
+	clog3(C, C_WRITE, at << 16 | pg, (uint64_t)sig << 32 | v);
 }
 
 static void c_exec(struct conc *C, const struct cop *c)
