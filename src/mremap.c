@@ -38,6 +38,13 @@ static void *fail_ptr(int err)
 	return MAP_FAILED;
 }
 
+/* Does region b continue region a in memory and in a's cache? */
+static bool continues(const struct um_region *a, const struct um_region *b)
+{
+	return a->r_cache && a->r_cache == b->r_cache && a->r_end == b->r_start &&
+	       a->r_off + (a->r_end - a->r_start) == b->r_off;
+}
+
 /*
  * The kernel places a moved range by copying its VMA, which merges with a
  * neighbour at the destination when they continue each other (same memfd,
@@ -45,18 +52,20 @@ static void *fail_ptr(int err)
  * registration of the result: the neighbour loses it too.  The moved range
  * is fenced (PROT_NONE) meanwhile, so only a PROT_NONE neighbour can merge
  * with it, which nothing can touch until it is registered again here, and
- * its write protection restored.
+ * its write protection restored.  That VMA may span several regions (the
+ * region map does not merge: a move made VMA by VMA leaves one region per
+ * piece), so every region that continues the moved one, from i in
+ * direction dir, is registered again.
  */
-static void reregister_merged(struct um_region *moved, struct um_region *nb)
+static void reregister_merged(size_t i, int dir)
 {
-	if (!nb || !nb->r_cache || nb->r_cache != moved->r_cache)
-		return;
-	bool before = nb->r_end == moved->r_start && nb->r_off + (nb->r_end - nb->r_start) == moved->r_off;
-	bool after = nb->r_start == moved->r_end && moved->r_off + (moved->r_end - moved->r_start) == nb->r_off;
-	if (!before && !after)
-		return;
-	uffd_register(nb);
-	uffd_reprotect(nb);
+	for (; i < um.nregions; i += (size_t)dir) { /* (i wraps below 0) */
+		struct um_region *r = &um.regions[i], *prev = &um.regions[i - dir];
+		if (dir > 0 ? !continues(prev, r) : !continues(r, prev))
+			return;
+		uffd_register(r);
+		uffd_reprotect(r);
+	}
 }
 
 /* Does a region of c map [from, to), or does c hold pages there? */
@@ -439,9 +448,9 @@ static void *remap_locked(void *old_address, size_t old_size, size_t new_size, i
 	if (ns != os && nlen) {
 		size_t lo = region_find(ns), hi = region_find(ns + nlen);
 		if (lo > 0 && lo < um.nregions && um.regions[lo].r_start == ns)
-			reregister_merged(&um.regions[lo], &um.regions[lo - 1]);
+			reregister_merged(lo - 1, -1);
 		if (hi > 0 && hi < um.nregions && um.regions[hi - 1].r_end == ns + nlen)
-			reregister_merged(&um.regions[hi - 1], &um.regions[hi]);
+			reregister_merged(hi, 1);
 	}
 	free(moved);
 	return p;

@@ -1576,6 +1576,10 @@ static void multi_setup(struct side *S, const struct op *o, struct multi *M)
 		M->certain = cut(S, M->ga, M->gb - M->ga, M->old);
 		if (!M->certain)
 			M->ga = M->gb = 0;
+		/* The gap maps nothing now: the move must not carry the old
+		 * mapping's record over what stays opposite it (a mapping
+		 * whose pages the file checks must then msync). */
+		seg_remove(S, M->ga, M->gb);
 		break;
 	}
 }

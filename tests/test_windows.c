@@ -999,3 +999,49 @@ MOVE_TEST(move_several_vmas_refused)
 	move_pieces(o, log, dir, (const int[]){ P_ANON, P_RDONLY, P_ANON, P_RDONLY }, 7 * PG, MOVE);
 	move_pieces(o, log, dir, (const int[]){ P_ANON, P_FILE_SHARED, P_ANON, P_RDONLY }, 9 * PG, MOVE);
 }
+
+/*
+ * A page moved away and back next to the PROT_NONE rest of its mapping:
+ * the kernel merges it with that rest, one VMA over two of ummap's regions
+ * (an mprotect that changed nothing split them), and drops the
+ * registration of the whole VMA.  Every page must be read from the file
+ * afterwards.
+ */
+DIFF_TEST(windows, move_back_next_to_two_regions_of_one_vma)
+{
+	int rw = PROT_READ | PROT_WRITE;
+	int fd = diff_mkfile(log, dir, "f", 4 * PG, 13);
+	char *d = D_MMAP(log, o, NULL, PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *p = D_MMAP(log, o, NULL, 3 * PG, rw, MAP_SHARED, fd, PG);
+	D_CALL(log, o->mprotect(p + PG, PG, rw));
+	D_CALL(log, o->mprotect(p, 3 * PG, PROT_NONE));
+	D_MREMAP_TO(log, o, p + 2 * PG, PG, PG, MREMAP_MAYMOVE | MREMAP_FIXED, d);
+	D_MREMAP_TO(log, o, d, PG, PG, MREMAP_MAYMOVE | MREMAP_FIXED, p + 2 * PG);
+	D_CALL(log, o->mprotect(p, 3 * PG, PROT_READ));
+	read_pages(log, p, 3);
+	close(fd);
+}
+
+/*
+ * A move made VMA by VMA whose pieces merge again at the destination: the
+ * kernel merges each moved PROT_NONE piece with the one moved before it
+ * and drops the registration of the whole VMA, which spans several of
+ * ummap's regions (here three: an mprotect that changed nothing split the
+ * first two).  Every page must be read from the file afterwards.
+ */
+MOVE_TEST(move_pieces_that_merge_at_the_destination)
+{
+	int rw = PROT_READ | PROT_WRITE;
+	int fd = diff_mkfile(log, dir, "f", 4 * PG, 13);
+	char *d = D_MMAP(log, o, NULL, 5 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *p = D_MMAP(log, o, NULL, 3 * PG, rw, MAP_SHARED, fd, PG);
+	D_CALL(log, o->mprotect(p + PG, PG, rw));
+	D_CALL(log, o->mprotect(p, 2 * PG, PROT_NONE));
+	D_CALL(log, o->mprotect(p + 2 * PG, PG, PROT_READ));
+	char *q = D_MREMAP_TO(log, o, p, 3 * PG, 3 * PG, MOVE, d + PG);
+	if (q != MAP_FAILED) {
+		D_CALL(log, o->mprotect(q, 3 * PG, PROT_READ));
+		read_pages(log, q, 3);
+	}
+	close(fd);
+}
