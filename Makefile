@@ -70,7 +70,7 @@ $(B)/obj $(B)/tests $(B)/examples $(B)/bench:
 # kernel's own answer depends on its flusher's timing (README).
 test: all $(TEST_BIN) $(EX_BIN)
 	B=$(B) FUZZ_SEED=$${FUZZ_SEED:-3} FUZZ_OPS=$${FUZZ_OPS:-5000} FUZZ_MURKY=$${FUZZ_MURKY:-0} \
-	  sh tests/run.sh $(TEST_BIN)
+	  UM_TEST_SAN="$(SAN)" sh tests/run.sh $(TEST_BIN)
 
 # ASan+UBSan build of the whole suite, in its own build directory.
 sanitize:

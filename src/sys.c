@@ -26,7 +26,7 @@ void *sys_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
  * where the zone is taken (a sanitizer's shadow memory), the kernel places
  * the mapping as usual.  The gap after each lets it grow in place.
  */
-#define ENGINE_ZONE (1UL << 44)		/* 16 TiB */
+#define ENGINE_ZONE (1UL << 45)		/* 32 TiB: above ASan's shadow too */
 #define ENGINE_ZONE_END (1UL << 46)	/* 64 TiB */
 #define ENGINE_GAP (64UL << 20)
 void *sys_mmap_engine(size_t len, int prot, int flags, int fd, off_t off)

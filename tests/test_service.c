@@ -335,7 +335,9 @@ Test(service, a_process_in_another_pid_namespace_is_protected)
 
 /* `make && make install PREFIX=DIR`: a program built against DIR with
  * pkg-config and run without UMMAP_SERVICE is served by DIR's service
- * (the library looks beside itself before the path the build named). */
+ * (the library looks beside itself before the path the build named).  In
+ * a sanitizer build the program is built with the same sanitizer
+ * (UM_TEST_SAN), as an instrumented library needs. */
 Test(install, an_installed_library_starts_the_installed_service)
 {
 	char dir[] = "/tmp/ummap-inst.XXXXXX";
@@ -357,7 +359,7 @@ Test(install, an_installed_library_starts_the_installed_service)
 		 "	return um_munmap(p, 4) != 0;\n"
 		 "}\nEND\n"
 		 "export PKG_CONFIG_PATH=%s/lib/pkgconfig\n"
-		 "cc -o %s/prog %s/prog.c $(pkg-config --cflags --libs ummap)\n"
+		 "cc $UM_TEST_SAN -o %s/prog %s/prog.c $(pkg-config --cflags --libs ummap)\n"
 		 "env -u UMMAP_SERVICE LD_LIBRARY_PATH=%s/lib %s/prog %s 2>%s/prog.err\n"
 		 "test ! -s %s/prog.err",
 		 b, dir, dir, dir, dir, dir, dir, dir, dir, file, dir, dir);
