@@ -372,3 +372,127 @@ DIFF_TEST(break, mremap_grows_a_locked_private_file_mapping_in_place)
 {
 	grow_locked(o, log, dir, MAP_PRIVATE);
 }
+
+
+/* Each of the first n pages at p whole: its bytes, or the signal. */
+static void read_pages(struct diff_log *log, char *p, int n)
+{
+	for (volatile int i = 0; i < n; i++)
+		T_READ(log, p + i * PG, PG);
+}
+
+/* ------------------------------------------ 4. mprotect's argument checks */
+
+/*
+ * The kernel validates prot (unknown bits, PROT_GROWSDOWN on a mapping that
+ * does not grow down: EINVAL) before it looks at a mapping's VM_MAYWRITE
+ * (EACCES).  On a shared mapping of a file opened read-only both are wrong.
+ */
+
+DIFF_TEST(break, mprotect_bad_prot_on_a_read_only_shared_mapping)
+{
+	int fd0 = diff_mkfile(log, dir, "f", 4 * PG, 3);
+	int fd = D_OPEN(log, dir, "f", O_RDONLY);
+	char *p = D_MMAP(log, o, NULL, 4 * PG, PROT_READ, MAP_SHARED, fd, 0);
+	D_CALL(log, o->mprotect(p, 4 * PG, PROT_READ | PROT_WRITE | 0x100));
+	D_CALL(log, o->mprotect(p, 4 * PG, PROT_WRITE | PROT_GROWSDOWN));
+	D_CALL(log, o->mprotect(p + 1, 4 * PG, PROT_WRITE));
+	D_CALL(log, o->mprotect(p, 0, PROT_WRITE));
+	D_CALL(log, o->mprotect(p, 8 * PG, PROT_WRITE));
+	D_CALL(log, o->mprotect(p + 8 * PG, 4 * PG, PROT_WRITE));
+	D_CALL(log, o->mprotect(p, (size_t)-PG, PROT_WRITE));
+	close(fd);
+	close(fd0);
+}
+
+/* ------------------------------------------- 5. mremap corners that held */
+
+/* Copy-on-write pages of a private file mapping grown and moved, paged
+ * out, made read-only, a piece moved back, then a fork child reads them. */
+DIFF_TEST(break, private_file_cow_pages_moved_then_fork)
+{
+	int fd = diff_mkfile(log, dir, "f", 8 * PG, 4);
+	char *p = D_MMAP(log, o, NULL, 8 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	D_FILL(log, p + PG, 'c', PG);
+	D_FILL(log, p + 5 * PG, 'd', 100);
+	char *q = D_MREMAP(log, o, p, 8 * PG, 16 * PG, MREMAP_MAYMOVE);
+	read_pages(log, q, 16);
+	D_CALL(log, o->madvise(q, 8 * PG, MADV_PAGEOUT));
+	D_CALL(log, o->msync(q, 8 * PG, MS_INVALIDATE));
+	D_READ(log, q, 8 * PG);
+	D_CALL(log, o->mprotect(q, 8 * PG, PROT_READ));
+	char *r = D_MREMAP_TO(log, o, q + 2 * PG, 2 * PG, 2 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, p);
+	D_CALL(log, o->mprotect(q, 8 * PG, PROT_READ | PROT_WRITE));
+	read_pages(log, q, 8);
+	read_pages(log, r, 2);
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		int ok = q[PG] == 'c' && q[5 * PG] == 'd';
+		q[6 * PG] = 'e';
+		_exit(ok ? 0 : 3);
+	}
+	int st = -1;
+	D_CALL(log, waitpid(pid, &st, 0) == pid);
+	D_VAL(log, st);
+	D_READ(log, q, 8 * PG);
+	D_PREAD(log, fd, 0, 8 * PG);
+	close(fd);
+}
+
+/* Stores through duplicates (old_size 0) of a shared file mapping and
+ * through a piece moved with MREMAP_DONTUNMAP reach the file. */
+DIFF_TEST(break, stores_through_duplicates_of_a_shared_file_mapping)
+{
+	int fd = diff_mkfile(log, dir, "f", 4 * PG, 6);
+	char *p = D_MMAP(log, o, NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	D_READ(log, p, 4 * PG);
+	char *d = D_MREMAP(log, o, p, 0, 4 * PG, MREMAP_MAYMOVE);
+	D_FILL(log, d + PG, 'z', PG);
+	D_READ(log, p, 4 * PG);
+	D_CALL(log, o->munmap(p, 4 * PG));
+	D_CALL(log, o->msync(d, 4 * PG, MS_SYNC));
+	D_PREAD(log, fd, 0, 4 * PG);
+	char *e = D_MREMAP(log, o, d, 0, 8 * PG, MREMAP_MAYMOVE);
+	read_pages(log, e, 8);
+	char *f = D_MREMAP(log, o, d + PG, 2 * PG, 2 * PG, (MREMAP_MAYMOVE | MREMAP_DONTUNMAP));
+	D_FILL(log, f, 'y', 10);
+	read_pages(log, d, 4);
+	D_CALL(log, o->msync(f, 2 * PG, MS_SYNC));
+	D_PREAD(log, fd, 0, 4 * PG);
+	close(fd);
+}
+
+/* Private anonymous memory next to a PROT_NONE piece: MREMAP_DONTUNMAP,
+ * moves onto overlapping and neighbouring destinations, and the kernel's
+ * refusals (EINVAL for an unaligned address, new_size 0, unknown flags,
+ * DONTUNMAP with a length change), then fork. */
+DIFF_TEST(break, anonymous_moves_next_to_a_prot_none_piece)
+{
+	char *p = D_MMAP(log, o, NULL, 12 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	D_FILL(log, p, 'a', 12 * PG);
+	D_CALL(log, o->mprotect(p + 4 * PG, 4 * PG, PROT_NONE));
+	char *q = D_MREMAP(log, o, p, 4 * PG, 4 * PG, MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
+	read_pages(log, p, 12);
+	read_pages(log, q, 4);
+	char *r = D_MREMAP(log, o, p + 4 * PG, 4 * PG, 6 * PG, MREMAP_MAYMOVE);
+	read_pages(log, p, 12);
+	D_CALL(log, o->mprotect(r, 6 * PG, PROT_READ));
+	read_pages(log, r, 6);
+	D_MREMAP_TO(log, o, q, 4 * PG, 4 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, q + 2 * PG);
+	D_MREMAP_TO(log, o, q, 4 * PG, 4 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, p + 8 * PG);
+	read_pages(log, p, 12);
+	D_MREMAP_TO(log, o, p + 8 * PG, 4 * PG, 4 * PG, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, p + 10 * PG);
+	D_MREMAP(log, o, p + 9 * PG, 0, 4 * PG, MREMAP_MAYMOVE);
+	D_MREMAP(log, o, p + 1, 4 * PG, 4 * PG, MREMAP_MAYMOVE);
+	D_MREMAP(log, o, p, 4 * PG, 0, MREMAP_MAYMOVE);
+	D_MREMAP(log, o, p, 4 * PG, 4 * PG, 0x40);
+	D_MREMAP_TO(log, o, p, 4 * PG, 8 * PG, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, p + 16 * PG);
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(p[0] == 'a' ? 0 : 3);
+	int st = -1;
+	D_CALL(log, waitpid(pid, &st, 0) == pid);
+	D_VAL(log, st);
+}
