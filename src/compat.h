@@ -71,5 +71,8 @@ struct uffdio_poison {
 #ifndef MREMAP_DONTUNMAP
 #define MREMAP_DONTUNMAP 4
 #endif
+#ifndef PROT_SEM /* (the kernel's generic mman-common.h; glibc leaves it out) */
+#define PROT_SEM 0x8
+#endif
 
 #endif

@@ -211,8 +211,11 @@ int um_munmap(void *addr, size_t length)
  */
 static uintptr_t first_denied(uintptr_t s, uintptr_t e, int prot)
 {
-	if ((s & (UM_PAGE - 1)) || s >= e || !(prot & (PROT_WRITE | PROT_EXEC)))
-		return 0; /* EINVAL, or nothing to do, comes first */
+	if ((s & (UM_PAGE - 1)) || s >= e || !(prot & (PROT_WRITE | PROT_EXEC)) ||
+	    (prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM)))
+		return 0; /* EINVAL (an unaligned start, unknown bits,
+			   * PROT_GROWSDOWN/UP ummap never maps), or nothing
+			   * to do, comes first */
 	for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < e; i++) {
 		const struct um_region *r = &um.regions[i];
 		if (((prot & PROT_WRITE) && !r->r_maywrite) || ((prot & PROT_EXEC) && !r->r_mayexec))
