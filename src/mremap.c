@@ -336,7 +336,8 @@ static int move_foreign(uintptr_t a, uintptr_t b, int flags, uintptr_t to)
 	return 0;
 }
 
-static void *remap_locked(void *old_address, size_t old_size, size_t new_size, int flags, void *new_address);
+static void *remap_locked(void *old_address, size_t old_size, size_t new_size, int flags, void *new_address,
+			  bool *relock);
 
 static void *move_each(uintptr_t os, uint64_t len, int flags, uintptr_t ns)
 {
@@ -348,7 +349,11 @@ static void *move_each(uintptr_t os, uint64_t len, int flags, uintptr_t ns)
 		uintptr_t b = !r ? os + len : r->r_start > a ? r->r_start : r->r_end < os + len ? r->r_end : os + len;
 		int e = 0;
 		if (r && r->r_start <= a)
-			e = remap_locked((void *)a, b - a, b - a, flags, (void *)(ns + (a - os))) == MAP_FAILED ? errno : 0;
+		{
+			bool relock = false; /* (equal sizes: nothing grows) */
+			e = remap_locked((void *)a, b - a, b - a, flags, (void *)(ns + (a - os)), &relock) == MAP_FAILED
+				? errno : 0;
+		}
 		else
 			e = -move_foreign(a, b, flags, ns + (a - os));
 		if (e)
@@ -358,8 +363,70 @@ static void *move_each(uintptr_t os, uint64_t len, int flags, uintptr_t ns)
 	return (void *)ns;
 }
 
-/* mremap(2) under um.lock: MAP_FAILED with errno, or the new address. */
-static void *remap_locked(void *old_address, size_t old_size, size_t new_size, int flags, void *new_address)
+/*
+ * The kernel's mremap, fenced only where the range may really move: a
+ * plain MREMAP_MAYMOVE call is first tried in place, unfenced (the kernel
+ * resizes the VMA there when it can, keeping its registration, and a
+ * thread using the range meanwhile must not fault); only if it cannot
+ * (ENOMEM) does the range move, fenced.  *fenced says which it was.
+ */
+static void *kernel_remap(const struct um_region *moved, size_t n, uintptr_t os, uintptr_t oe, size_t old_size,
+			  size_t new_size, int flags, void *new_address, bool *fenced)
+{
+	*fenced = false;
+	if (flags == MREMAP_MAYMOVE && old_size) {
+		void *p = sys_mremap((void *)os, old_size, new_size, 0, NULL);
+		if (p != MAP_FAILED || errno != ENOMEM)
+			return p;
+	}
+	bool may_move = (flags & (MREMAP_MAYMOVE | MREMAP_FIXED)) || !old_size;
+	*fenced = n && may_move && one_vma(moved, n, os, oe);
+	if (*fenced)
+		fence(moved, n, os, oe, true);
+	void *p = sys_mremap((void *)os, old_size, new_size, flags, new_address);
+	if (p == MAP_FAILED && *fenced) {
+		int e = errno;
+		fence(moved, n, os, oe, false);
+		errno = e;
+	}
+	return p;
+}
+
+/*
+ * A duplicate (old_size 0) of a shared mapping: the kernel's copy of the
+ * VMA would be reachable unregistered, and fencing the original would make
+ * it fault under its other users, so ummap maps the cache again itself, as
+ * the kernel's duplicate would map the same object.  Only the plain case
+ * (MREMAP_MAYMOVE, the address the kernel chooses); NULL where ummap
+ * leaves the call to the kernel.
+ */
+static void *dup_shared(const struct um_region *r, uintptr_t os, size_t new_size, int flags)
+{
+	bool shared = r->r_kind == UM_FILE_SHARED || r->r_kind == UM_ANON_SHARED;
+	if (flags != MREMAP_MAYMOVE || !new_size || (os & (UM_PAGE - 1)) || !shared || r->r_start > os)
+		return NULL;
+	uint64_t len = um_pgup(new_size);
+	void *p = sys_mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return p;
+	struct um_region d = *r;
+	d.r_off += os - r->r_start;
+	d.r_start = (uintptr_t)p;
+	d.r_end = d.r_start + len;
+	d.r_locked = false; /* (the kernel's duplicate is not locked either) */
+	d.r_ra_win = 0;
+	int e = d.r_cache->c_store ? cache_extend(d.r_cache, d.r_off + len) : 0;
+	if (e || (e = map_registered(&d, MAP_SHARED | MAP_NORESERVE, d.r_off)) || (e = region_insert(&d))) {
+		sys_munmap(p, len);
+		return fail_ptr(-e);
+	}
+	return p;
+}
+
+/* mremap(2) under um.lock: MAP_FAILED with errno, or the new address.
+ * *relock: the range (new, or old if it failed) is to be mlocked again. */
+static void *remap_locked(void *old_address, size_t old_size, size_t new_size, int flags, void *new_address,
+			  bool *relock)
 {
 	/* The regions that will move (or, for old_size 0, be duplicated), and
 	 * room for the new ones, are taken before the kernel moves anything:
@@ -394,15 +461,24 @@ static void *remap_locked(void *old_address, size_t old_size, size_t new_size, i
 		}
 	if (one && !several)
 		cache_lock(one);
-	bool may_move = (flags & (MREMAP_MAYMOVE | MREMAP_FIXED)) || !old_size;
-	bool fenced = n && may_move && one_vma(moved, n, os, oe);
-	if (fenced)
-		fence(moved, n, os, oe, true);
-	void *p = sys_mremap(old_address, old_size, new_size, flags, new_address);
+	void *p = !old_size && n ? dup_shared(&moved[0], os, new_size, flags) : NULL;
+	if (p) {
+		free(moved);
+		return p;
+	}
+	/* A locked region that grows is unlocked across the call: the kernel
+	 * would populate the new part inside it, faulting while this thread
+	 * holds um.lock, which the fault thread needs.  um_mremap locks it
+	 * again once the lock is released. */
+	for (size_t i = 0; i < n && new_size > old_size && old_size; i++)
+		if (moved[i].r_locked && !*relock) {
+			sys_munlock(old_address, old_size);
+			*relock = true;
+		}
+	bool fenced;
+	p = kernel_remap(moved, n, os, oe, old_size, new_size, flags, new_address, &fenced);
 	if (p == MAP_FAILED) {
 		int e = errno;
-		if (fenced)
-			fence(moved, n, os, oe, false);
 		free(moved);
 		if (e == EFAULT && n && can_move_each(os, old_size, new_size, flags))
 			return move_each(os, um_pgup(old_size), flags, (uintptr_t)new_address);
@@ -468,9 +544,12 @@ void *um_mremap(void *old_address, size_t old_size, size_t new_size, int flags, 
 	if (um_init())
 		return sys_mremap(old_address, old_size, new_size, flags, new_address);
 	um_lock();
-	void *p = remap_locked(old_address, old_size, new_size, flags, new_address);
+	bool relock = false;
+	void *p = remap_locked(old_address, old_size, new_size, flags, new_address, &relock);
 	int e = errno;
 	um_unlock();
+	if (relock) /* (faults served now: mlock populates, as the kernel's mremap) */
+		sys_mlock(p != MAP_FAILED ? p : old_address, p != MAP_FAILED ? new_size : old_size);
 	errno = e;
 	return p;
 }

@@ -46,6 +46,7 @@ int sys_mprotect(void *addr, size_t len, int prot) { return (int)syscall(SYS_mpr
 int sys_madvise(void *addr, size_t len, int advice) { return (int)syscall(SYS_madvise, addr, len, advice); }
 int sys_msync(void *addr, size_t len, int flags) { return (int)syscall(SYS_msync, addr, len, flags); }
 int sys_mlock(void *addr, size_t len) { return (int)syscall(SYS_mlock, addr, len); }
+int sys_munlock(void *addr, size_t len) { return (int)syscall(SYS_munlock, addr, len); }
 
 void *sys_mremap(void *old, size_t old_size, size_t new_size, int flags, void *new_addr)
 {
