@@ -80,6 +80,87 @@ static void file_may(struct um_region *r, int fd, bool shared)
 	r->r_mayexec = fstatvfs(fd, &sv) < 0 || !(sv.f_flag & ST_NOEXEC);
 }
 
+/*
+ * The kernel checks the arguments, and chooses the address, by making the
+ * very mapping asked for (without populating or locking it), which ummap
+ * then replaces.  With MAP_FIXED over a mapping in use, that probe would be
+ * reachable at the address in between: a store into it would reach the
+ * file's page cache unseen and be lost under ummap's copy.  There the probe
+ * is made elsewhere and dropped; the address's old mapping stays until
+ * ummap's replaces it.  Returns 0 with um.lock held and *p the address, or
+ * an errno.
+ */
+static int probe(void *addr, size_t length, int prot, int flags, int fd, off_t offset, void **p)
+{
+	int pflags = flags & ~(MAP_POPULATE | MAP_LOCKED | MAP_NONBLOCK);
+	bool elsewhere = (flags & MAP_FIXED) && !(flags & MAP_FIXED_NOREPLACE);
+	if (elsewhere && ((uintptr_t)addr & (UM_PAGE - 1)))
+		return EINVAL;
+	um_lock();
+	void *q = sys_mmap(elsewhere ? NULL : addr, length, prot, elsewhere ? pflags & ~MAP_FIXED : pflags, fd, offset);
+	if (q == MAP_FAILED) {
+		int e = errno;
+		um_unlock();
+		return e;
+	}
+	if (elsewhere)
+		sys_munmap(q, length);
+	*p = elsewhere ? addr : q;
+	return 0;
+}
+
+/*
+ * MAP_FIXED over the very same mapping of the file (a program mapping its
+ * file again where it already is): the kernel's new VMA would map the same
+ * pages, so ummap keeps its own, registered all along (a replacement would
+ * leave the range unreachable for a moment), and resets only what a new
+ * mapping resets: advice, locking, the mapping's counters, what mprotect
+ * may allow.  False if [s, s+len) is not that, under um.lock.
+ */
+static bool remap_same(uintptr_t s, uint64_t len, int prot, int flags, int fd, const struct stat *st, off_t off)
+{
+	struct um_cache *c = cache_by_file(st->st_dev, st->st_ino);
+	struct um_mapping *m = c ? calloc(1, sizeof *m) : NULL;
+	uintptr_t a = s;
+	if (!m || region_split_at(s) || region_split_at(s + len)) {
+		free(m);
+		return false;
+	}
+	size_t first = region_find(s), i;
+	for (i = first; i < um.nregions && um.regions[i].r_start < s + len; i++) {
+		const struct um_region *r = &um.regions[i];
+		if (r->r_start != a || r->r_cache != c || r->r_kind != UM_FILE_SHARED ||
+		    r->r_prot != (prot & (PROT_READ | PROT_WRITE | PROT_EXEC)) || r->r_off != (uint64_t)off + (a - s))
+			break;
+		a = r->r_end;
+	}
+	int err;
+	struct um_region may;
+	file_may(&may, fd, true);
+	if (a != s + len || (may.r_maywrite && (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR && !cache_get(fd, st, true, &err))) {
+		free(m);
+		return false;
+	}
+	sys_madvise((void *)s, len, MADV_NORMAL);
+	sys_madvise((void *)s, len, MADV_DOFORK);
+	if (!(flags & MAP_LOCKED))
+		sys_munlock((void *)s, len);
+	for (i = first; i < um.nregions && um.regions[i].r_start < s + len; i++) {
+		struct um_region *r = &um.regions[i];
+		r->r_maywrite = may.r_maywrite;
+		r->r_mayexec = may.r_mayexec;
+		r->r_advice = MADV_NORMAL;
+		r->r_dontfork = false;
+		r->r_ra_win = 0;
+		c->c_locked += (int)!!(flags & MAP_LOCKED) - (int)r->r_locked;
+		r->r_locked = flags & MAP_LOCKED;
+		mapping_put(r->r_map);
+		r->r_map = m;
+		m->m_refs++;
+	}
+	return true;
+}
+
 void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
 {
 	if (um_init())
@@ -105,17 +186,17 @@ void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offs
 		}
 		return p;
 	}
-	int probe_flags = flags & ~(MAP_POPULATE | MAP_LOCKED | MAP_NONBLOCK);
-	int err = 0;
-	um_lock();
-	void *p = sys_mmap(addr, length, prot, probe_flags, fd, offset);
-	if (p == MAP_FAILED) {
-		err = errno;
-		um_unlock();
+	void *p = NULL;
+	int err = probe(addr, length, prot, flags, fd, offset, &p);
+	if (err)
 		return fail_ptr(err);
-	}
 	uint64_t len = um_pgup(length);
-	/* The kernel replaced whatever was there (MAP_FIXED). */
+	bool fixed = (flags & MAP_FIXED) && !(flags & MAP_FIXED_NOREPLACE);
+	if (fixed && !anon && shared && remap_same((uintptr_t)p, len, prot, flags, fd, &st, offset)) {
+		um_unlock();
+		goto populate;
+	}
+	/* Whatever was there is replaced (MAP_FIXED). */
 	region_remove_range((uintptr_t)p, (uintptr_t)p + len);
 
 	struct um_region r = {
@@ -155,7 +236,7 @@ void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offs
 	if ((err = -region_insert(&r)))
 		goto undo_cache;
 	um_unlock();
-
+populate:
 	/* mlock populates the range as MAP_LOCKED does, and leaves the plain
 	 * VM_LOCKED the kernel's MAP_LOCKED would (not VM_LOCKONFAULT). */
 	if (flags & MAP_LOCKED)
