@@ -107,7 +107,7 @@ static bool share_anon(struct um_cache *c)
  * from now on; private memory waits for the child's copy. */
 void fork_prepare(void)
 {
-	um_lock(); /* (the child re-creates it) */
+	um_lock(); /* (the child releases it: fork_child) */
 	if (!um.ready)
 		return;
 	protect_private(true);
@@ -214,8 +214,11 @@ void fork_child(void)
 {
 	if (!um.ready) {
 		/* Not started, or a child's engine that could not start: the
-		 * um_* calls stay the kernel's. */
-		pthread_mutex_init(&um.lock, NULL);
+		 * um_* calls stay the kernel's.  (The lock fork_prepare took
+		 * is released by the child's only thread, the one that took
+		 * it: re-initializing a held mutex loses its history for
+		 * ThreadSanitizer, which then reports races under it.) */
+		pthread_mutex_unlock(&um.lock);
 		return;
 	}
 	for (size_t i = 0; i < um.nregions; i++) {
@@ -234,7 +237,7 @@ void fork_child(void)
 	}
 	svc_fork_child();
 	child_close_engine_fds();
-	pthread_mutex_init(&um.lock, NULL);
+	pthread_mutex_unlock(&um.lock); /* (as above) */
 	um.nheld = 0;
 	/* Forget the MADV_DONTFORK ranges.  The child's private memory is its
 	 * own now, and shared anonymous memory that could not be shared the
