@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -222,6 +223,8 @@ static void kept_run(struct report *rep)
 	struct kept k = { .p = (volatile long *)p, .rep = rep };
 	pthread_t t;
 	pthread_create(&t, NULL, kept_reader, &k);
+	while (!atomic_load(&rep->checked)) /* (the calls overlap reads, on a busy machine too) */
+		sched_yield();
 	for (unsigned long i = 0; i < KEPT_CALLS; i++, atomic_fetch_add(&rep->steps, 1))
 		if (!kept_call(&k, i, flags & MAP_SHARED)) {
 			setup_failed(rep, errno);
