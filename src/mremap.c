@@ -398,28 +398,38 @@ static void *kernel_remap(const struct um_region *moved, size_t n, uintptr_t os,
  * it fault under its other users, so ummap maps the cache again itself, as
  * the kernel's duplicate would map the same object.  Only the plain case
  * (MREMAP_MAYMOVE, the address the kernel chooses); NULL where ummap
- * leaves the call to the kernel.
+ * leaves the call to the kernel (and for a locked mapping, whose duplicate
+ * the kernel would populate).
  */
 static void *dup_shared(const struct um_region *r, uintptr_t os, size_t new_size, int flags)
 {
 	bool shared = r->r_kind == UM_FILE_SHARED || r->r_kind == UM_ANON_SHARED;
-	if (flags != MREMAP_MAYMOVE || !new_size || (os & (UM_PAGE - 1)) || !shared || r->r_start > os)
+	if (flags != MREMAP_MAYMOVE || !new_size || (os & (UM_PAGE - 1)) || !shared || r->r_start > os ||
+	    r->r_locked)
 		return NULL;
 	uint64_t len = um_pgup(new_size);
-	void *p = sys_mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
-		return p;
 	struct um_region d = *r;
 	d.r_off += os - r->r_start;
+	/* The place the kernel's duplicate would take: the cache's own
+	 * placement (shmem aligns large mappings for huge pages), inaccessible
+	 * until registered. */
+	void *p = sys_mmap(NULL, len, PROT_NONE, MAP_SHARED | MAP_NORESERVE, d.r_cache->c_memfd, (off_t)d.r_off);
+	if (p == MAP_FAILED)
+		return p;
 	d.r_start = (uintptr_t)p;
 	d.r_end = d.r_start + len;
-	d.r_locked = false; /* (the kernel's duplicate is not locked either) */
 	d.r_ra_win = 0;
 	int e = d.r_cache->c_store ? cache_extend(d.r_cache, d.r_off + len) : 0;
 	if (e || (e = map_registered(&d, MAP_SHARED | MAP_NORESERVE, d.r_off)) || (e = region_insert(&d))) {
 		sys_munmap(p, len);
 		return fail_ptr(-e);
 	}
+	/* The kernel's duplicate is a copy of the VMA: its advice too (which
+	 * decides what it merges with). */
+	if (d.r_advice != MADV_NORMAL)
+		sys_madvise(p, len, d.r_advice);
+	if (d.r_dontfork)
+		sys_madvise(p, len, MADV_DONTFORK);
 	return p;
 }
 
