@@ -49,6 +49,15 @@
 
 #define EXTENT_ROUND (2UL << 20)
 
+/* The engine's lock; releasing it releases the caches' locks taken under
+ * it, after their mapping tables are brought up to date (cache_unlock_all). */
+void um_lock(void) { pthread_mutex_lock(&um.lock); }
+void um_unlock(void)
+{
+	cache_unlock_all();
+	pthread_mutex_unlock(&um.lock);
+}
+
 struct um_cache *cache_by_file(dev_t dev, ino_t ino)
 {
 	for (struct um_cache *c = um.caches; c; c = c->c_next)
@@ -238,7 +247,7 @@ void cache_unlock(struct um_cache *c)
 static void sync_maps(struct um_cache *c)
 {
 	struct um_shared *h = c->c_sh;
-	int32_t me = svc_id();
+	int32_t me = um.svc_id;
 	if (!me)
 		return;
 	for (uint32_t i = 0; i < h->nmaps; i++)
@@ -289,27 +298,6 @@ void cache_unlock_all(void)
 		cache_unlock(um.held[um.nheld - 1]);
 }
 
-/* Processes that map c: those with entries in its table, or this one. */
-uint64_t cache_procs(struct um_cache *c)
-{
-	if (!c->c_shared)
-		return 1;
-	cache_lock(c);
-	const struct um_shared *h = c->c_sh;
-	uint64_t n = 0;
-	int32_t me = svc_id();
-	bool mine = false;
-	for (uint32_t i = 0; i < h->nmaps; i++) {
-		int32_t id = h->maps[i].id;
-		bool first = id != 0;
-		for (uint32_t j = 0; j < i && first; j++)
-			first = h->maps[j].id != id;
-		n += first;
-		mine |= id != 0 && id == me;
-	}
-	return n + !mine;
-}
-
 uint64_t cache_resident_all(void)
 {
 	uint64_t n = 0;
@@ -335,7 +323,7 @@ void cache_free(struct um_cache *c)
 	for (int i = 0; i < UM_RECENT; i++)
 		if (um.recent[i].c == c)
 			um.recent[i].c = NULL;
-	svc_forget(c);
+	c->c_shared = false;
 	if (c->c_pstate != MAP_FAILED)
 		sys_munmap(c->c_pstate, c->c_pslen);
 	sys_munmap(c->c_sh, UM_STATE_HDR);
@@ -400,18 +388,17 @@ int cache_extend(struct um_cache *c, uint64_t end)
 	return cache_grow_states(c);
 }
 
-struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *err)
+/* The file's cache in this process, made if there is none (*fresh);
+ * want_write: its store must be able to write the file. */
+struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, bool *fresh, int *err)
 {
 	struct um_cache *c = cache_by_file(st->st_dev, st->st_ino);
+	*fresh = !c;
 	if (c) {
-		if (want_write) {
-			int e = store_file_upgrade(c->c_store, fd);
-			if (e) {
-				*err = -e;
-				return NULL;
-			}
-			if (c->c_shared)
-				svc_open(c, c->c_store->fd); /* the service may write now */
+		int e = want_write ? store_file_upgrade(c->c_store, fd) : 0;
+		if (e) {
+			*err = -e;
+			return NULL;
 		}
 		return c;
 	}
@@ -427,10 +414,6 @@ struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *
 		return NULL;
 	}
 	cache_watch(c);
-	/* Shared with other processes only where stores can be tracked in
-	 * all of them (write-protect).  The size just read is the newest. */
-	if (um.wp && svc_open(c, c->c_store->fd) == 0)
-		cache_set_size(c, (uint64_t)st->st_size);
 	return c;
 }
 
@@ -502,19 +485,6 @@ void cache_discard(struct um_cache *c, uint64_t off, uint64_t len)
 		c->c_swap->ops->discard(c->c_swap, off, len);
 	for (uint64_t p = off / UM_PAGE; p < (off + len) / UM_PAGE && p < c->c_wext / UM_PAGE; p++)
 		c->c_pstate[p] &= (uint8_t)~PG_SWAPPED;
-}
-
-/* Drop one region's reference; the last one frees the cache, unless it
- * still holds dirty pages (the region map writes them back before it
- * drops its last region, region.c; what could not be written is retried
- * by the writeback thread, which then frees it). */
-void cache_put(struct um_cache *c)
-{
-	if (--c->c_refs > 0)
-		return;
-	cache_lock(c);
-	if (!c->c_store || !c->c_sh->dirty)
-		cache_free(c);
 }
 
 /* Drop the PRESENT pages of [off, off+len) from the memfd (dirty ones too

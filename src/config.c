@@ -1,6 +1,7 @@
 /*
- * config.c - settings: defaults, the environment, um_configure,
- * um_mapping_set and the error handler.
+ * config.c - the calls that change settings: um_configure, um_mapping_set,
+ * the error handler and the swap store (the defaults and the environment
+ * are read at start-up, engine.c).
  */
 #include <errno.h>
 #include <signal.h>
@@ -16,68 +17,6 @@
 #include "compat.h"
 #include "internal.h"
 
-/* "512M", "2G", "4096", "64k": bytes, or 0 if malformed. */
-uint64_t um_parse_size(const char *s)
-{
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return 0;
-	switch (*end) {
-	case 'k': case 'K': v <<= 10; end++; break;
-	case 'm': case 'M': v <<= 20; end++; break;
-	case 'g': case 'G': v <<= 30; end++; break;
-	case 't': case 'T': v <<= 40; end++; break;
-	}
-	if (*end == 'i' || *end == 'I')
-		end++;
-	if (*end == 'b' || *end == 'B')
-		end++;
-	return *end ? 0 : v;
-}
-
-static bool valid_fault_size(uint64_t v)
-{
-	return v >= UM_PAGE && v <= (2UL << 20) && !(v & (v - 1));
-}
-
-static void env_size(const char *name, uint64_t *dst, bool (*ok)(uint64_t))
-{
-	const char *s = getenv(name);
-	if (!s)
-		return;
-	uint64_t v = um_parse_size(s);
-	if (!v || (ok && !ok(v)))
-		fprintf(stderr, "ummap: ignoring %s=%s (not a valid size)\n", name, s);
-	else
-		*dst = v;
-}
-
-void um_defaults(void)
-{
-	uint64_t phys = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
-	um.cfg.budget = phys / 4;
-	/* 4 KiB, measured (512 MiB file, 64 MiB budget): random reads cost
-	 * 82, 205, 769 and 1745 us per access at 4, 16, 64 and 256 KiB faults
-	 * (the time goes into allocating and filling pages that are not used),
-	 * while a sequential scan took the same time at every size, since
-	 * readahead grows the unit there. */
-	um.cfg.fault_size = 4096;
-	um.cfg.readahead_max = 8UL << 20; /* the kernel's read-ahead here */
-	um.cfg.writeback_ms = 30000;	  /* dirty_expire_centisecs */
-	env_size("UMMAP_BUDGET", &um.cfg.budget, NULL);
-	env_size("UMMAP_FAULT_SIZE", &um.cfg.fault_size, valid_fault_size);
-	const char *ra = getenv("UMMAP_READAHEAD");
-	if (ra && !strcmp(ra, "0"))
-		um.cfg.readahead_max = 0;
-	else
-		env_size("UMMAP_READAHEAD", &um.cfg.readahead_max, NULL);
-	const char *wb = getenv("UMMAP_WRITEBACK_MS");
-	if (wb && atoll(wb) > 0)
-		um.cfg.writeback_ms = (uint64_t)atoll(wb);
-}
-
 /*
  * The um_* calls copy the caller's structs in and out with the engine's
  * lock released: a struct may lie in a ummap page not mapped at the moment,
@@ -90,7 +29,7 @@ int um_configure(const struct um_config *cfg)
 		return -1;
 	}
 	struct um_config c = *cfg;
-	if (c.fault_size && !valid_fault_size(c.fault_size)) {
+	if (c.fault_size && !um_valid_fault_size(c.fault_size)) {
 		errno = EINVAL;
 		return -1;
 	}
@@ -122,7 +61,7 @@ int um_get_config(struct um_config *cfg)
 
 int um_mapping_set(void *addr, enum um_param param, uint64_t value)
 {
-	if (param == UM_PARAM_FAULT_SIZE && !valid_fault_size(value)) {
+	if (param == UM_PARAM_FAULT_SIZE && !um_valid_fault_size(value)) {
 		errno = EINVAL;
 		return -1;
 	}
@@ -160,6 +99,21 @@ int um_set_error_handler(um_error_handler handler, void *arg)
 	um_lock();
 	um.err_handler = handler;
 	um.err_arg = arg;
+	um_unlock();
+	return 0;
+}
+
+/* (The caller's struct is copied before the lock: it may lie in a ummap page
+ * not mapped at the moment, whose fault needs the lock.) */
+int um_set_swap_store(const struct um_swap_store *store)
+{
+	struct um_swap_store s = store ? *store : (struct um_swap_store){ 0 };
+	if (store && (s.version != UM_SWAP_STORE_VERSION || !s.open || !s.read || !s.write || !s.close)) {
+		errno = EINVAL;
+		return -1;
+	}
+	um_lock();
+	store_swap_set(&s);
 	um_unlock();
 	return 0;
 }

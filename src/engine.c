@@ -8,7 +8,8 @@
  * that writes every dirty page back when the process exits normally.  If
  * it cannot start (no userfaultfd permission, a kernel without MINOR faults
  * on shared memory), um_mmap says why once on stderr and the um_* calls are
- * served by the kernel's own.  Settings are config.c, fork is fork.c.
+ * served by the kernel's own.  The settings' defaults and the environment
+ * are read here; the calls that change them are config.c, fork is fork.c.
  */
 #include <errno.h>
 #include <signal.h>
@@ -29,26 +30,66 @@ struct um_engine um = { .lock = PTHREAD_MUTEX_INITIALIZER, .uffd = -1, .inotify 
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-void um_lock(void) { pthread_mutex_lock(&um.lock); }
-void um_unlock(void)
+/* "512M", "2G", "4096", "64k": bytes, or 0 if malformed. */
+uint64_t um_parse_size(const char *s)
 {
-	cache_unlock_all();
-	pthread_mutex_unlock(&um.lock);
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return 0;
+	switch (*end) {
+	case 'k': case 'K': v <<= 10; end++; break;
+	case 'm': case 'M': v <<= 20; end++; break;
+	case 'g': case 'G': v <<= 30; end++; break;
+	case 't': case 'T': v <<= 40; end++; break;
+	}
+	if (*end == 'i' || *end == 'I')
+		end++;
+	if (*end == 'b' || *end == 'B')
+		end++;
+	return *end ? 0 : v;
 }
 
-/*
- * An engine thread, with every signal blocked: an application's handler
- * run there could call um_* (the thread may hold um.lock) or touch a
- * mapping (the fault thread would wait for itself).
- */
-int um_thread_start(pthread_t *t, void *(*fn)(void *))
+bool um_valid_fault_size(uint64_t v)
 {
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int e = pthread_create(t, NULL, fn, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	return -e;
+	return v >= UM_PAGE && v <= (2UL << 20) && !(v & (v - 1));
+}
+
+static void env_size(const char *name, uint64_t *dst, bool (*ok)(uint64_t))
+{
+	const char *s = getenv(name);
+	if (!s)
+		return;
+	uint64_t v = um_parse_size(s);
+	if (!v || (ok && !ok(v)))
+		fprintf(stderr, "ummap: ignoring %s=%s (not a valid size)\n", name, s);
+	else
+		*dst = v;
+}
+
+static void um_defaults(void)
+{
+	uint64_t phys = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+	um.cfg.budget = phys / 4;
+	/* 4 KiB, measured (512 MiB file, 64 MiB budget): random reads cost
+	 * 82, 205, 769 and 1745 us per access at 4, 16, 64 and 256 KiB faults
+	 * (the time goes into allocating and filling pages that are not used),
+	 * while a sequential scan took the same time at every size, since
+	 * readahead grows the unit there. */
+	um.cfg.fault_size = 4096;
+	um.cfg.readahead_max = 8UL << 20; /* the kernel's read-ahead here */
+	um.cfg.writeback_ms = 30000;	  /* dirty_expire_centisecs */
+	env_size("UMMAP_BUDGET", &um.cfg.budget, NULL);
+	env_size("UMMAP_FAULT_SIZE", &um.cfg.fault_size, um_valid_fault_size);
+	const char *ra = getenv("UMMAP_READAHEAD");
+	if (ra && !strcmp(ra, "0"))
+		um.cfg.readahead_max = 0;
+	else
+		env_size("UMMAP_READAHEAD", &um.cfg.readahead_max, NULL);
+	const char *wb = getenv("UMMAP_WRITEBACK_MS");
+	if (wb && atoll(wb) > 0)
+		um.cfg.writeback_ms = (uint64_t)atoll(wb);
 }
 
 static void at_exit(void)

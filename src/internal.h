@@ -49,14 +49,23 @@
  *      unregistered, shmem would serve it itself: a page of zeros put in
  *      the cache, or a store not marked DIRTY.)
  *
- * Layers.  The calls (mman.c, mremap.c) and the fault path (fault.c) work
- * on the region map (region.c), which works on caches (cache.c: pages,
- * states, locks), which read and write stores (store_*.c).  writeback.c
- * and evict.c are policies over caches, called from above; they read the
- * region map (I3 protects every region that maps a run; locked regions are
- * not evicted) but never change it.  Start-up and the engine's threads
- * are engine.c, settings config.c, statistics stats.c, fork fork.c, the
- * service's client service.c.
+ * Layers: each file calls only files below it in this list.
+ *   the calls          mman.c mremap.c config.c stats.c fork.c
+ *   start-up           engine.c (um_init, which every call makes first)
+ *   the fault path     fault.c
+ *   the region map     region.c
+ *   eviction           evict.c
+ *   writeback          writeback.c
+ *   sharing            service.c (the client of the per-user service)
+ *   caches             cache.c (pages, states, the engine's and the caches'
+ *                      locks)
+ *   stores             store_swap.c, store_file.c
+ *   the kernel         signal.c, sys.c
+ * Two places read, without calling up, the region map they are below: I3
+ * write-protects every region that maps a run (writeback.c), and a
+ * truncation unmaps private copies beyond the new end (cache.c), as the
+ * kernel's truncate does; the caches' tables of write-tracked mappings are
+ * rebuilt from it (cache.c, sync_maps).
  *
  * Locking: one mutex, um.lock, taken by the fault thread, the writeback
  * thread and every um_* call; it is never held across a call that can fault
@@ -214,6 +223,8 @@ struct um_engine {
 	struct um_region *regions; /* sorted by r_start, non-overlapping */
 	size_t nregions, cap;
 	int svc;		/* connection to the writeback service, -1 if none */
+	int32_t svc_id;		/* this process's id there, in the caches' mapping
+				 * tables (proto.h), 0 if none */
 	bool svc_tried;		/* connecting failed once: do not retry */
 	um_error_handler err_handler;
 	void *err_arg;
@@ -232,17 +243,13 @@ int sys_mlock(void *addr, size_t len);
 int sys_munlock(void *addr, size_t len);
 void *sys_mremap(void *old, size_t old_size, size_t new_size, int flags, void *new_addr);
 int sys_uffd_open(int *err);
+int um_thread_start(pthread_t *t, void *(*fn)(void *)); /* every signal blocked; 0 or -errno */
 int sys_uffd_api(int fd, uint64_t want, uint64_t *got);
 
-/* engine.c */
+/* engine.c: start-up, with the settings' defaults and the environment. */
 int um_init(void); /* 0 or -errno; starts the engine once */
-void um_lock(void);
-void um_unlock(void);
-
-/* config.c */
 uint64_t um_parse_size(const char *s);
-void um_defaults(void); /* built-in settings and the environment's */
-int um_thread_start(pthread_t *t, void *(*fn)(void *)); /* 0 or -errno */
+bool um_valid_fault_size(uint64_t v);
 
 /* region.c: the sorted region map. */
 size_t region_find(uintptr_t addr); /* index of first region with end > addr */
@@ -253,17 +260,19 @@ int region_remove_range(uintptr_t start, uintptr_t end); /* 0 or -errno of write
 int region_split_at(uintptr_t addr);
 void drop_unmapped(struct um_cache *c, uint64_t off, uint64_t len);
 void mapping_put(struct um_mapping *m); /* drop a region's reference */
-int cache_release(struct um_cache *c); /* cache_put, written back if last */
+int cache_release(struct um_cache *c); /* drop a region's reference (region.c) */
 int uffd_register(struct um_region *r);
 int map_registered(struct um_region *r, int mflags, uint64_t off); /* r's cache over r, registered */
 void uffd_reprotect(struct um_region *r); /* after the kernel dropped its WP bits */
 
-/* cache.c */
-struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, int *err);
+/* cache.c: the engine lock (um.lock) and the caches under it. */
+void um_lock(void);
+void um_unlock(void); /* and the caches' locks taken under it */
+void store_swap_set(const struct um_swap_store *s); /* store_swap.c, under um.lock */
+struct um_cache *cache_get(int fd, const struct stat *st, bool want_write, bool *fresh, int *err);
 struct um_cache *cache_new_anon(uint64_t len, bool shared, int *err);
 int cache_shared_by_service(struct um_cache *c, int memfd, int statefd); /* 0 or errno */
 void cache_watch(struct um_cache *c); /* inotify on a file cache's file */
-void cache_put(struct um_cache *c); /* drop a region's reference */
 void cache_drop(struct um_cache *c, uint64_t off, uint64_t len, bool clean_only); /* punch */
 void cache_free(struct um_cache *c);
 void cache_lock(struct um_cache *c);	/* the cache's own lock, if shared */
@@ -271,7 +280,6 @@ bool cache_trylock(struct um_cache *c, bool *taken);
 void cache_unlock(struct um_cache *c);
 void cache_unlock_all(void);		/* and update changed mapping tables */
 uint64_t cache_resident_all(void);	/* PRESENT bytes of every cache */
-uint64_t cache_procs(struct um_cache *c); /* processes that map c */
 void cache_discard(struct um_cache *c, uint64_t off, uint64_t len); /* anonymous: to zeros */
 int cache_extend(struct um_cache *c, uint64_t end);
 int cache_fill(struct um_cache *c, uint64_t off, uint64_t len);
@@ -308,12 +316,13 @@ void um_signal_batch(void);
 
 /* service.c: the library's side of the writeback service (proto.h). */
 int svc_open(struct um_cache *c, int fd); /* the file's shared cache, in c */
-void svc_forget(struct um_cache *c); /* it is written back and freed */
+void svc_release(struct um_cache *c); /* done with c: the service told, c freed */
+void svc_share(struct um_cache *c, bool fresh, uint64_t size); /* with other processes */
+uint64_t svc_procs(struct um_cache *c); /* processes that map c */
 int svc_protect(struct um_cache *c, uint64_t off, uint64_t len); /* in others */
 void svc_wb_error(struct um_cache *c, int err); /* a writeback of c failed */
 void svc_check_errors(struct um_cache *c); /* others' failed writebacks of c's file */
 void svc_fork_child(void);
-int32_t svc_id(void); /* this process's id in the mapping tables (proto.h) */
 
 /* Features ummap uses when the kernel has them. */
 #define UM_WANT (UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_THREAD_ID | \

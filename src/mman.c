@@ -135,12 +135,16 @@ static bool remap_same(uintptr_t s, uint64_t len, int prot, int flags, int fd, c
 		a = r->r_end;
 	}
 	int err;
+	bool fresh;
 	struct um_region may;
 	file_may(&may, fd, true);
-	if (a != s + len || (may.r_maywrite && (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR && !cache_get(fd, st, true, &err))) {
+	bool up = may.r_maywrite && (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR;
+	if (a != s + len || (up && !cache_get(fd, st, true, &fresh, &err))) {
 		free(m);
 		return false;
 	}
+	if (up)
+		svc_share(c, false, 0); /* (the service may write now) */
 	sys_madvise((void *)s, len, MADV_NORMAL);
 	sys_madvise((void *)s, len, MADV_DOFORK);
 	if (!(flags & MAP_LOCKED))
@@ -220,7 +224,10 @@ void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offs
 		r.r_maywrite = r.r_mayexec = true;
 	} else {
 		file_may(&r, fd, shared);
-		c = cache_get(fd, &st, shared && (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR, &err);
+		bool want_write = shared && (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR, fresh;
+		c = cache_get(fd, &st, want_write, &fresh, &err);
+		if (c && (fresh || want_write))
+			svc_share(c, fresh, (uint64_t)st.st_size); /* (writable: the service may write) */
 	}
 	if (!c)
 		goto undo;
@@ -247,7 +254,7 @@ populate:
 
 undo_cache:
 	if (c->c_refs == 0)
-		cache_free(c);
+		svc_release(c);
 undo:
 	free(r.r_map);
 	sys_munmap(p, len);

@@ -165,7 +165,11 @@ void drop_unmapped(struct um_cache *c, uint64_t off, uint64_t len)
 int cache_release(struct um_cache *c)
 {
 	int e = c->c_refs == 1 && c->c_store && c->c_sh->dirty ? wb_cache(c) : 0;
-	cache_put(c);
+	if (--c->c_refs == 0) {
+		cache_lock(c);
+		if (!c->c_store || !c->c_sh->dirty)
+			svc_release(c);
+	}
 	return e;
 }
 

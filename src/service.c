@@ -48,12 +48,11 @@
 
 extern char **environ;
 
-static int32_t my_id;	    /* this process's id at the service (proto.h) */
+	    /* this process's id at the service (proto.h) */
 static int watch_fd = -1;   /* the watcher's own descriptor of the connection */
 static pid_t watcher_of;    /* the process whose watcher thread runs */
 static ino_t svc_ino;	    /* the connection's socket */
 
-int32_t svc_id(void) { return my_id; }
 
 /* `ummap` in the bin directory beside the directory this library was
  * loaded from, if there is one there. */
@@ -300,9 +299,9 @@ static void svc_register(void)
 /* Use connection fd, on which this process is known as id. */
 static void svc_use(int fd, int32_t id)
 {
-	if (my_id)
-		rekey(my_id, id);
-	my_id = id;
+	if (um.svc_id)
+		rekey(um.svc_id, id);
+	um.svc_id = id;
 	um.svc = fd;
 	watch_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	struct stat st;
@@ -415,7 +414,7 @@ int svc_protect(struct um_cache *c, uint64_t off, uint64_t len)
 	struct um_shared *h = c->c_sh;
 	bool others = false;
 	for (uint32_t i = 0; i < h->nmaps && !others; i++)
-		others = h->maps[i].id && h->maps[i].id != my_id && off < h->maps[i].off + h->maps[i].len &&
+		others = h->maps[i].id && h->maps[i].id != um.svc_id && off < h->maps[i].off + h->maps[i].len &&
 			 h->maps[i].off < off + len;
 	if (!others)
 		return 0;
@@ -444,15 +443,50 @@ void svc_check_errors(struct um_cache *c)
 	c->c_wb_seq++;
 }
 
-void svc_forget(struct um_cache *c)
+/* This process is done with c: the service is told (it closes the cache
+ * when its last process is), then c is freed. */
+void svc_release(struct um_cache *c)
 {
-	if (!c->c_shared || um.svc < 0) {
-		c->c_shared = false;
-		return;
+	if (c->c_shared && um.svc >= 0) {
+		struct um_msg m = { .type = UM_MSG_DROP, .version = UM_PROTO_VERSION, .dev = c->c_dev,
+				    .ino = c->c_ino };
+		um_send_msg(um.svc, &m, NULL, 0);
 	}
-	struct um_msg m = { .type = UM_MSG_DROP, .version = UM_PROTO_VERSION, .dev = c->c_dev, .ino = c->c_ino };
-	um_send_msg(um.svc, &m, NULL, 0);
-	c->c_shared = false;
+	cache_free(c);
+}
+
+/*
+ * A file cache this process just made (fresh) or may now write through is
+ * handed to the service: shared with every process of the user that maps
+ * the file, where stores can be tracked in all of them (write-protect).
+ * A fresh one takes the size just read, the newest.
+ */
+void svc_share(struct um_cache *c, bool fresh, uint64_t size)
+{
+	if (!um.wp || (!fresh && !c->c_shared))
+		return;
+	if (svc_open(c, c->c_store->fd) == 0 && fresh)
+		cache_set_size(c, size);
+}
+
+/* Processes that map c: those with entries in its table, or this one. */
+uint64_t svc_procs(struct um_cache *c)
+{
+	if (!c->c_shared)
+		return 1;
+	cache_lock(c);
+	const struct um_shared *h = c->c_sh;
+	uint64_t n = 0;
+	bool mine = false;
+	for (uint32_t i = 0; i < h->nmaps; i++) {
+		int32_t id = h->maps[i].id;
+		bool first = id != 0;
+		for (uint32_t j = 0; j < i && first; j++)
+			first = h->maps[j].id != id;
+		n += first;
+		mine |= id != 0 && id == um.svc_id;
+	}
+	return n + !mine;
 }
 
 /* A fork child must not keep the parent's connection open (the service
@@ -465,6 +499,6 @@ void svc_fork_child(void)
 	if (watch_fd >= 0)
 		close(watch_fd);
 	um.svc = watch_fd = -1;
-	my_id = 0;
+	um.svc_id = 0;
 	um.svc_tried = true;
 }

@@ -27,7 +27,7 @@ static void mapping_stats(const struct um_mapping *m, struct um_cache *c, struct
 	st->budget = c->c_sh->budget ? c->c_sh->budget : um.cfg.budget;
 	st->cache_bytes = c->c_sh->resident;
 	st->cache_budget = c->c_sh->budget;
-	st->cache_procs = cache_procs(c);
+	st->cache_procs = svc_procs(c);
 	for (size_t i = 0; i < um.nregions; i++) {
 		const struct um_region *r = &um.regions[i];
 		if (r->r_map != m)

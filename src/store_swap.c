@@ -97,17 +97,9 @@ struct um_store *store_swap_open(int *err)
 	return s;
 }
 
-/* (The caller's struct is copied before the lock: it may lie in a ummap page
- * not mapped at the moment, whose fault needs the lock.) */
-int um_set_swap_store(const struct um_swap_store *store)
+/* The application's store from now on (a copy; NULL fields: the default),
+ * under um.lock. */
+void store_swap_set(const struct um_swap_store *s)
 {
-	struct um_swap_store s = store ? *store : (struct um_swap_store){ 0 };
-	if (store && (s.version != UM_SWAP_STORE_VERSION || !s.open || !s.read || !s.write || !s.close)) {
-		errno = EINVAL;
-		return -1;
-	}
-	um_lock();
-	app = s;
-	um_unlock();
-	return 0;
+	app = *s;
 }

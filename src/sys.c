@@ -3,6 +3,8 @@
  * LD_PRELOAD shim interposing the libc symbols can never recurse into itself.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <sys/mman.h>
@@ -85,4 +87,19 @@ int sys_uffd_api(int fd, uint64_t want, uint64_t *got)
 		return -errno;
 	*got = api.features;
 	return 0;
+}
+
+/*
+ * An engine thread, with every signal blocked: an application's handler
+ * run there could call um_* (the thread may hold um.lock) or touch a
+ * mapping (the fault thread would wait for itself).
+ */
+int um_thread_start(pthread_t *t, void *(*fn)(void *))
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int e = pthread_create(t, NULL, fn, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return -e;
 }

@@ -169,7 +169,7 @@ void wb_all(void)
 		if (c->c_sh->dirty)
 			wb_cache(c);
 		if (c->c_refs == 0 && !c->c_sh->dirty)
-			cache_free(c);
+			svc_release(c);
 	}
 }
 
