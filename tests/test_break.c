@@ -496,3 +496,120 @@ DIFF_TEST(break, anonymous_moves_next_to_a_prot_none_piece)
 	D_CALL(log, waitpid(pid, &st, 0) == pid);
 	D_VAL(log, st);
 }
+
+/* ------------------------------- 6. locked mappings that mremap grows */
+
+#include <linux/capability.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+
+/* Bytes locked in the process (VmLck), or -1. */
+static long vm_locked(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kb = -1;
+	while (f && fgets(line, sizeof line, f))
+		if (sscanf(line, "VmLck: %ld kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kb < 0 ? -1 : kb * 1024;
+}
+
+/* The kernel's rules for locked memory of a process without
+ * CAP_IPC_LOCK, under an RLIMIT_MEMLOCK of limit bytes. */
+static void limit_memlock(struct diff_log *log, rlim_t limit)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[2];
+	D_CALL(log, syscall(SYS_capget, &h, d) == 0);
+	d[CAP_IPC_LOCK / 32].effective &= ~(1U << (CAP_IPC_LOCK % 32));
+	D_CALL(log, syscall(SYS_capset, &h, d) == 0);
+	struct rlimit rl = { limit, limit };
+	D_CALL(log, setrlimit(RLIMIT_MEMLOCK, &rl));
+}
+
+/* A shared file mapping of 4 pages, MAP_LOCKED or not, with 4 free pages
+ * after it (growth in place). */
+static char *map_with_room(struct diff_log *log, const struct mm_ops *o, int fd, int flags)
+{
+	char *p = D_MMAP(log, o, NULL, 8 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	D_CALL(log, o->munmap(p + 4 * PG, 4 * PG));
+	return D_MMAP(log, o, p, 4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | flags, fd, 0);
+}
+
+/* mremap fails on a range of a locked and an unlocked mapping (EFAULT: it
+ * spans two VMAs): the unlocked one stays unlocked. */
+DIFF_TEST(break, mremap_refused_over_a_locked_and_an_unlocked_mapping)
+{
+	int fd = diff_mkfile(log, dir, "f", 8 * PG, 7);
+	char *p = D_MMAP(log, o, NULL, 8 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	D_MMAP(log, o, p, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_LOCKED, fd, 0);
+	D_MMAP(log, o, p + 2 * PG, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 4 * PG);
+	D_CALL(log, o->munmap(p + 4 * PG, 4 * PG));
+	D_VAL(log, vm_locked());
+	D_MREMAP(log, o, p, 3 * PG, 6 * PG, MREMAP_MAYMOVE);
+	D_VAL(log, vm_locked());
+	D_MREMAP(log, o, p, 4 * PG, 5 * PG, 0);
+	D_VAL(log, vm_locked());
+	read_pages(log, p, 4);
+	close(fd);
+}
+
+/* A MAP_LOCKED mapping unlocked since (munlock(2)) grows unlocked. */
+DIFF_TEST(break, mremap_grows_a_locked_mapping_munlocked_since)
+{
+	int fd = diff_mkfile(log, dir, "f", 8 * PG, 8);
+	char *p = map_with_room(log, o, fd, MAP_LOCKED);
+	D_VAL(log, vm_locked());
+	D_CALL(log, munlock(p, 4 * PG));
+	D_MREMAP(log, o, p, 4 * PG, 8 * PG, MREMAP_MAYMOVE);
+	D_VAL(log, vm_locked());
+	read_pages(log, p, 8);
+	close(fd);
+}
+
+/* A mapping locked with mlock(2) grows: the kernel populates (and locks)
+ * the grown part inside mremap. */
+DIFF_TEST(break, mremap_grows_a_mapping_locked_by_mlock)
+{
+	int fd = diff_mkfile(log, dir, "f", 8 * PG, 9);
+	char *p = map_with_room(log, o, fd, 0);
+	D_CALL(log, mlock(p, 4 * PG));
+	D_MREMAP(log, o, p, 4 * PG, 8 * PG, MREMAP_MAYMOVE);
+	D_VAL(log, vm_locked());
+	read_pages(log, p, 8);
+	close(fd);
+}
+
+/* Without CAP_IPC_LOCK: MAP_LOCKED beyond RLIMIT_MEMLOCK is EAGAIN, with
+ * a limit of 0 EPERM, and mremap growing a locked mapping beyond it
+ * EAGAIN, the mapping unchanged. */
+DIFF_TEST(break, locked_mappings_beyond_rlimit_memlock)
+{
+	int fd = diff_mkfile(log, dir, "f", 16 * PG, 10);
+	limit_memlock(log, 8 * PG);
+	D_MMAP(log, o, NULL, 16 * PG, PROT_READ, MAP_SHARED | MAP_LOCKED, fd, 0);
+	D_VAL(log, vm_locked());
+	char *p = map_with_room(log, o, fd, MAP_LOCKED);
+	D_VAL(log, vm_locked());
+	D_MREMAP(log, o, p, 4 * PG, 8 * PG, 0);
+	D_MREMAP(log, o, p, 4 * PG, 16 * PG, MREMAP_MAYMOVE);
+	D_VAL(log, vm_locked());
+	read_pages(log, p, 8);
+	limit_memlock(log, 0);
+	D_MMAP(log, o, NULL, PG, PROT_READ, MAP_SHARED | MAP_LOCKED, fd, 0);
+	close(fd);
+}
+
+/* A duplicate (old_size 0) of a locked shared mapping. */
+DIFF_TEST(break, duplicate_of_a_locked_shared_mapping)
+{
+	int fd = diff_mkfile(log, dir, "f", 4 * PG, 11);
+	char *p = D_MMAP(log, o, NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_LOCKED, fd, 0);
+	char *d = D_MREMAP(log, o, p + PG, 0, 2 * PG, MREMAP_MAYMOVE);
+	D_VAL(log, vm_locked());
+	read_pages(log, d, 2);
+	close(fd);
+}
