@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -222,6 +223,8 @@ static void kept_run(struct report *rep)
 	struct kept k = { .p = (volatile long *)p, .rep = rep };
 	pthread_t t;
 	pthread_create(&t, NULL, kept_reader, &k);
+	while (!atomic_load(&rep->checked)) /* (or a fast run may end before the reader's first read) */
+		sched_yield();
 	for (unsigned long i = 0; i < KEPT_CALLS; i++, atomic_fetch_add(&rep->steps, 1))
 		if (!kept_call(&k, i, flags & MAP_SHARED)) {
 			setup_failed(rep, errno);
