@@ -81,6 +81,21 @@ static void file_may(struct um_region *r, int fd, bool shared)
 }
 
 /*
+ * MAP_LOCKED's own checks, which the probe (made without it, so as not to
+ * populate the file's mapping) does not make: EPERM without the right to
+ * lock memory, EAGAIN beyond RLIMIT_MEMLOCK.  A locked PROT_NONE mapping
+ * of the length makes them and populates nothing.  0 or the errno.
+ */
+static int lock_allowed(size_t length)
+{
+	void *l = sys_mmap(NULL, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_LOCKED, -1, 0);
+	if (l == MAP_FAILED)
+		return errno;
+	sys_munmap(l, length);
+	return 0;
+}
+
+/*
  * The kernel checks the arguments, and chooses the address, by making the
  * very mapping asked for (without populating or locking it), which ummap
  * then replaces.  With MAP_FIXED over a mapping in use, that probe would be
@@ -105,6 +120,13 @@ static int probe(void *addr, size_t length, int prot, int flags, int fd, off_t o
 	}
 	if (elsewhere)
 		sys_munmap(q, length);
+	int e = flags & MAP_LOCKED ? lock_allowed(length) : 0;
+	if (e) {
+		if (!elsewhere)
+			sys_munmap(q, length);
+		um_unlock();
+		return e;
+	}
 	*p = elsewhere ? addr : q;
 	return 0;
 }
