@@ -241,6 +241,7 @@ int sys_madvise(void *addr, size_t len, int advice);
 int sys_msync(void *addr, size_t len, int flags);
 int sys_mlock(void *addr, size_t len);
 int sys_munlock(void *addr, size_t len);
+int sys_mlock2(void *addr, size_t len, unsigned flags);
 void *sys_mremap(void *old, size_t old_size, size_t new_size, int flags, void *new_addr);
 int sys_uffd_open(int *err);
 int um_thread_start(pthread_t *t, void *(*fn)(void *)); /* every signal blocked; 0 or -errno */

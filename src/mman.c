@@ -81,6 +81,21 @@ static void file_may(struct um_region *r, int fd, bool shared)
 }
 
 /*
+ * MAP_LOCKED's own checks, which the probe (made without it, so as not to
+ * populate the file's mapping) does not make: EPERM without the right to
+ * lock memory, EAGAIN beyond RLIMIT_MEMLOCK.  A locked PROT_NONE mapping
+ * of the length makes them and populates nothing.  0 or the errno.
+ */
+static int lock_allowed(size_t length)
+{
+	void *l = sys_mmap(NULL, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_LOCKED, -1, 0);
+	if (l == MAP_FAILED)
+		return errno;
+	sys_munmap(l, length);
+	return 0;
+}
+
+/*
  * The kernel checks the arguments, and chooses the address, by making the
  * very mapping asked for (without populating or locking it), which ummap
  * then replaces.  With MAP_FIXED over a mapping in use, that probe would be
@@ -105,6 +120,13 @@ static int probe(void *addr, size_t length, int prot, int flags, int fd, off_t o
 	}
 	if (elsewhere)
 		sys_munmap(q, length);
+	int e = flags & MAP_LOCKED ? lock_allowed(length) : 0;
+	if (e) {
+		if (!elsewhere)
+			sys_munmap(q, length);
+		um_unlock();
+		return e;
+	}
 	*p = elsewhere ? addr : q;
 	return 0;
 }
@@ -165,6 +187,24 @@ static bool remap_same(uintptr_t s, uint64_t len, int prot, int flags, int fd, c
 	return true;
 }
 
+/*
+ * Is a region of ummap's in [s, s+len) sealed (mseal(2))?  The kernel
+ * refuses MAP_FIXED over a sealed VMA (EPERM) and leaves it; ummap, whose
+ * probe was made elsewhere, must find out before it drops its regions
+ * there.  mprotect to the protection a region has changes nothing, and is
+ * refused on a sealed VMA.
+ */
+static bool sealed(uintptr_t s, uint64_t len)
+{
+	for (size_t i = region_find(s); i < um.nregions && um.regions[i].r_start < s + len; i++) {
+		const struct um_region *r = &um.regions[i];
+		uintptr_t a = r->r_start > s ? r->r_start : s, b = r->r_end < s + len ? r->r_end : s + len;
+		if (sys_mprotect((void *)a, b - a, r->r_prot) < 0 && errno == EPERM)
+			return true;
+	}
+	return false;
+}
+
 void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
 {
 	if (um_init())
@@ -196,6 +236,10 @@ void *um_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offs
 		return fail_ptr(err);
 	uint64_t len = um_pgup(length);
 	bool fixed = (flags & MAP_FIXED) && !(flags & MAP_FIXED_NOREPLACE);
+	if (fixed && sealed((uintptr_t)p, len)) {
+		um_unlock();
+		return fail_ptr(EPERM);
+	}
 	if (fixed && !anon && shared && remap_same((uintptr_t)p, len, prot, flags, fd, &st, offset)) {
 		um_unlock();
 		goto populate;

@@ -393,19 +393,34 @@ static void *kernel_remap(const struct um_region *moved, size_t n, uintptr_t os,
 }
 
 /*
+ * Is [a, a+len) all locked (mlock(2), MAP_LOCKED: the kernel's to say, as
+ * mlock is not ummap's)?  MADV_COLD refuses a locked VMA (EINVAL) and
+ * changes nothing there; VMA boundaries are found page by page, only as
+ * long as the pages are locked.
+ */
+static bool all_locked(uintptr_t a, uint64_t len)
+{
+	if (a & (UM_PAGE - 1))
+		return false;
+	for (uintptr_t x = a; x - a < len; x += UM_PAGE)
+		if (sys_madvise((void *)x, UM_PAGE, MADV_COLD) == 0 || errno != EINVAL)
+			return false;
+	return true;
+}
+
+/*
  * A duplicate (old_size 0) of a shared mapping: the kernel's copy of the
  * VMA would be reachable unregistered, and fencing the original would make
  * it fault under its other users, so ummap maps the cache again itself, as
  * the kernel's duplicate would map the same object.  Only the plain case
  * (MREMAP_MAYMOVE, the address the kernel chooses); NULL where ummap
- * leaves the call to the kernel (and for a locked mapping, whose duplicate
- * the kernel would populate).
+ * leaves the call to the kernel.  *relock: lock it fully once um.lock is
+ * released.
  */
-static void *dup_shared(const struct um_region *r, uintptr_t os, size_t new_size, int flags)
+static void *dup_shared(const struct um_region *r, uintptr_t os, size_t new_size, int flags, bool *relock)
 {
 	bool shared = r->r_kind == UM_FILE_SHARED || r->r_kind == UM_ANON_SHARED;
-	if (flags != MREMAP_MAYMOVE || !new_size || (os & (UM_PAGE - 1)) || !shared || r->r_start > os ||
-	    r->r_locked)
+	if (flags != MREMAP_MAYMOVE || !new_size || (os & (UM_PAGE - 1)) || !shared || r->r_start > os)
 		return NULL;
 	uint64_t len = um_pgup(new_size);
 	struct um_region d = *r;
@@ -418,9 +433,16 @@ static void *dup_shared(const struct um_region *r, uintptr_t os, size_t new_size
 		return p;
 	d.r_start = (uintptr_t)p;
 	d.r_end = d.r_start + len;
+	/* The kernel's duplicate of a locked VMA is locked, within
+	 * RLIMIT_MEMLOCK (EAGAIN), and populated: here locked on fault under
+	 * um.lock, then populated by um_mremap. */
+	d.r_locked = all_locked(os, UM_PAGE);
 	d.r_ra_win = 0;
 	int e = d.r_cache->c_store ? cache_extend(d.r_cache, d.r_off + len) : 0;
-	if (e || (e = map_registered(&d, MAP_SHARED | MAP_NORESERVE, d.r_off)) || (e = region_insert(&d))) {
+	if (!e && !(e = map_registered(&d, MAP_SHARED | MAP_NORESERVE, d.r_off)) && d.r_locked &&
+	    sys_mlock2(p, len, MLOCK_ONFAULT) < 0)
+		e = -EAGAIN;
+	if (e || (e = region_insert(&d))) {
 		sys_munmap(p, len);
 		return fail_ptr(-e);
 	}
@@ -430,6 +452,7 @@ static void *dup_shared(const struct um_region *r, uintptr_t os, size_t new_size
 		sys_madvise(p, len, d.r_advice);
 	if (d.r_dontfork)
 		sys_madvise(p, len, MADV_DONTFORK);
+	*relock = d.r_locked;
 	return p;
 }
 
@@ -471,20 +494,21 @@ static void *remap_locked(void *old_address, size_t old_size, size_t new_size, i
 		}
 	if (one && !several)
 		cache_lock(one);
-	void *p = !old_size && n ? dup_shared(&moved[0], os, new_size, flags) : NULL;
+	void *p = !old_size && n ? dup_shared(&moved[0], os, new_size, flags, relock) : NULL;
 	if (p) {
 		free(moved);
 		return p;
 	}
-	/* A locked region that grows is unlocked across the call: the kernel
-	 * would populate the new part inside it, faulting while this thread
-	 * holds um.lock, which the fault thread needs.  um_mremap locks it
-	 * again once the lock is released. */
-	for (size_t i = 0; i < n && new_size > old_size && old_size; i++)
-		if (moved[i].r_locked && !*relock) {
-			sys_munlock(old_address, old_size);
-			*relock = true;
-		}
+	/* A locked VMA that grows would have its new part populated inside
+	 * the call, faulting while this thread holds um.lock, which the fault
+	 * thread needs.  It is locked on fault across the call instead (still
+	 * VM_LOCKED: the kernel's RLIMIT_MEMLOCK check is made, nothing is
+	 * populated), and um_mremap locks it again once the lock is released.
+	 * (A range locked only in part spans several VMAs: the kernel refuses
+	 * to grow it, EFAULT, before populating anything.) */
+	if (old_size && new_size > old_size && all_locked(os, oe - os) &&
+	    sys_mlock2(old_address, old_size, MLOCK_ONFAULT) == 0)
+		*relock = true;
 	bool fenced;
 	p = kernel_remap(moved, n, os, oe, old_size, new_size, flags, new_address, &fenced);
 	if (p == MAP_FAILED) {

@@ -49,6 +49,7 @@ int sys_madvise(void *addr, size_t len, int advice) { return (int)syscall(SYS_ma
 int sys_msync(void *addr, size_t len, int flags) { return (int)syscall(SYS_msync, addr, len, flags); }
 int sys_mlock(void *addr, size_t len) { return (int)syscall(SYS_mlock, addr, len); }
 int sys_munlock(void *addr, size_t len) { return (int)syscall(SYS_munlock, addr, len); }
+int sys_mlock2(void *addr, size_t len, unsigned flags) { return (int)syscall(SYS_mlock2, addr, len, flags); }
 
 void *sys_mremap(void *old, size_t old_size, size_t new_size, int flags, void *new_addr)
 {

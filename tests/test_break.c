@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <sched.h>
 #include <setjmp.h>
@@ -223,7 +224,7 @@ static void kept_run(struct report *rep)
 	struct kept k = { .p = (volatile long *)p, .rep = rep };
 	pthread_t t;
 	pthread_create(&t, NULL, kept_reader, &k);
-	while (!atomic_load(&rep->checked)) /* (the calls overlap reads, on a busy machine too) */
+	while (!atomic_load(&rep->checked)) /* (or a fast run may end before the reader's first read) */
 		sched_yield();
 	for (unsigned long i = 0; i < KEPT_CALLS; i++, atomic_fetch_add(&rep->steps, 1))
 		if (!kept_call(&k, i, flags & MAP_SHARED)) {
@@ -498,4 +499,297 @@ DIFF_TEST(break, anonymous_moves_next_to_a_prot_none_piece)
 	int st = -1;
 	D_CALL(log, waitpid(pid, &st, 0) == pid);
 	D_VAL(log, st);
+}
+
+/* ------------------------------- 6. locked mappings that mremap grows */
+
+#include <linux/capability.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+
+/* Bytes locked in the process (VmLck), or -1. */
+static long vm_locked(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kb = -1;
+	while (f && fgets(line, sizeof line, f))
+		if (sscanf(line, "VmLck: %ld kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kb < 0 ? -1 : kb * 1024;
+}
+
+/* The kernel's rules for locked memory of a process without
+ * CAP_IPC_LOCK, under an RLIMIT_MEMLOCK of limit bytes. */
+static void limit_memlock(struct diff_log *log, rlim_t limit)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[2];
+	D_CALL(log, syscall(SYS_capget, &h, d) == 0);
+	d[CAP_IPC_LOCK / 32].effective &= ~(1U << (CAP_IPC_LOCK % 32));
+	D_CALL(log, syscall(SYS_capset, &h, d) == 0);
+	struct rlimit rl = { limit, limit };
+	D_CALL(log, setrlimit(RLIMIT_MEMLOCK, &rl));
+}
+
+/* A shared file mapping of 4 pages, MAP_LOCKED or not, with 4 free pages
+ * after it (growth in place). */
+static char *map_with_room(struct diff_log *log, const struct mm_ops *o, int fd, int flags)
+{
+	char *p = D_MMAP(log, o, NULL, 8 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	D_CALL(log, o->munmap(p + 4 * PG, 4 * PG));
+	return D_MMAP(log, o, p, 4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | flags, fd, 0);
+}
+
+/* mremap fails on a range of a locked and an unlocked mapping (EFAULT: it
+ * spans two VMAs): the unlocked one stays unlocked. */
+DIFF_TEST(break, mremap_refused_over_a_locked_and_an_unlocked_mapping)
+{
+	int fd = diff_mkfile(log, dir, "f", 8 * PG, 7);
+	char *p = D_MMAP(log, o, NULL, 8 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	D_MMAP(log, o, p, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_LOCKED, fd, 0);
+	D_MMAP(log, o, p + 2 * PG, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 4 * PG);
+	D_CALL(log, o->munmap(p + 4 * PG, 4 * PG));
+	D_VAL(log, vm_locked());
+	D_MREMAP(log, o, p, 3 * PG, 6 * PG, MREMAP_MAYMOVE);
+	D_VAL(log, vm_locked());
+	D_MREMAP(log, o, p, 4 * PG, 5 * PG, 0);
+	D_VAL(log, vm_locked());
+	read_pages(log, p, 4);
+	close(fd);
+}
+
+/* A MAP_LOCKED mapping unlocked since (munlock(2)) grows unlocked. */
+DIFF_TEST(break, mremap_grows_a_locked_mapping_munlocked_since)
+{
+	int fd = diff_mkfile(log, dir, "f", 8 * PG, 8);
+	char *p = map_with_room(log, o, fd, MAP_LOCKED);
+	D_VAL(log, vm_locked());
+	D_CALL(log, munlock(p, 4 * PG));
+	D_MREMAP(log, o, p, 4 * PG, 8 * PG, MREMAP_MAYMOVE);
+	D_VAL(log, vm_locked());
+	read_pages(log, p, 8);
+	close(fd);
+}
+
+/* A mapping locked with mlock(2) grows: the kernel populates (and locks)
+ * the grown part inside mremap. */
+DIFF_TEST(break, mremap_grows_a_mapping_locked_by_mlock)
+{
+	int fd = diff_mkfile(log, dir, "f", 8 * PG, 9);
+	char *p = map_with_room(log, o, fd, 0);
+	D_CALL(log, mlock(p, 4 * PG));
+	D_MREMAP(log, o, p, 4 * PG, 8 * PG, MREMAP_MAYMOVE);
+	D_VAL(log, vm_locked());
+	read_pages(log, p, 8);
+	close(fd);
+}
+
+/* Without CAP_IPC_LOCK: MAP_LOCKED beyond RLIMIT_MEMLOCK is EAGAIN, with
+ * a limit of 0 EPERM, and mremap growing a locked mapping beyond it
+ * EAGAIN, the mapping unchanged. */
+DIFF_TEST(break, locked_mappings_beyond_rlimit_memlock)
+{
+	int fd = diff_mkfile(log, dir, "f", 16 * PG, 10);
+	limit_memlock(log, 8 * PG);
+	D_MMAP(log, o, NULL, 16 * PG, PROT_READ, MAP_SHARED | MAP_LOCKED, fd, 0);
+	D_VAL(log, vm_locked());
+	char *p = map_with_room(log, o, fd, MAP_LOCKED);
+	D_VAL(log, vm_locked());
+	D_MREMAP(log, o, p, 4 * PG, 8 * PG, 0);
+	D_MREMAP(log, o, p, 4 * PG, 16 * PG, MREMAP_MAYMOVE);
+	D_VAL(log, vm_locked());
+	read_pages(log, p, 8);
+	limit_memlock(log, 0);
+	D_MMAP(log, o, NULL, PG, PROT_READ, MAP_SHARED | MAP_LOCKED, fd, 0);
+	close(fd);
+}
+
+/* A duplicate (old_size 0) of a locked shared mapping. */
+DIFF_TEST(break, duplicate_of_a_locked_shared_mapping)
+{
+	int fd = diff_mkfile(log, dir, "f", 4 * PG, 11);
+	char *p = D_MMAP(log, o, NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_LOCKED, fd, 0);
+	char *d = D_MREMAP(log, o, p + PG, 0, 2 * PG, MREMAP_MAYMOVE);
+	D_VAL(log, vm_locked());
+	read_pages(log, d, 2);
+	close(fd);
+}
+
+/* ---------------------------- 7. MAP_FIXED over a mapping of the same file */
+
+/* MAP_FIXED over the same mapping of the file through a descriptor opened
+ * read-only: the new mapping may not become writable (EACCES), nor may a
+ * range that starts in it; a piece mapped again through the read-write
+ * descriptor may. */
+DIFF_TEST(break, map_fixed_same_file_through_a_read_only_descriptor)
+{
+	int fd = diff_mkfile(log, dir, "f", 4 * PG, 12);
+	int rd = D_OPEN(log, dir, "f", O_RDONLY);
+	char *p = D_MMAP(log, o, NULL, 4 * PG, PROT_READ, MAP_SHARED, fd, 0);
+	D_CALL(log, o->mprotect(p, 4 * PG, PROT_READ | PROT_WRITE));
+	D_CALL(log, o->mprotect(p, 4 * PG, PROT_READ));
+	D_MMAP(log, o, p, 4 * PG, PROT_READ, MAP_SHARED | MAP_FIXED, rd, 0);
+	D_CALL(log, o->mprotect(p, 4 * PG, PROT_READ | PROT_WRITE));
+	D_MMAP(log, o, p + PG, 2 * PG, PROT_READ, MAP_SHARED | MAP_FIXED, fd, PG);
+	D_CALL(log, o->mprotect(p, 4 * PG, PROT_READ | PROT_WRITE));
+	D_CALL(log, o->mprotect(p + PG, 2 * PG, PROT_READ | PROT_WRITE));
+	T_FILL(log, p + PG, 'w', 2 * PG);
+	D_CALL(log, o->mprotect(p + PG, 3 * PG, PROT_READ | PROT_WRITE));
+	T_FILL(log, p + 3 * PG, 'v', 1);
+	D_CALL(log, o->msync(p, 4 * PG, MS_SYNC));
+	D_PREAD(log, fd, 0, 4 * PG);
+	close(rd);
+	close(fd);
+}
+
+/* MAP_FIXED over the same mapping resets MADV_DONTFORK and locking: a
+ * fork child has the pages mapped again, not those only advised. */
+DIFF_TEST(break, map_fixed_same_file_after_dontfork_then_fork)
+{
+	int fd = diff_mkfile(log, dir, "f", 4 * PG, 13);
+	char *p = D_MMAP(log, o, NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_LOCKED, fd, 0);
+	D_CALL(log, o->madvise(p, 4 * PG, MADV_DONTFORK));
+	D_MMAP(log, o, p + 2 * PG, PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 2 * PG);
+	D_VAL(log, vm_locked());
+	D_MMAP(log, o, p + PG, PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_LOCKED | MAP_POPULATE, fd, PG);
+	D_VAL(log, vm_locked());
+	D_FILL(log, p + 2 * PG, 'f', 8);
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		int mapped = 0;
+		for (int i = 0; i < 4; i++)
+			mapped |= (msync(p + i * PG, PG, MS_ASYNC) == 0) << i;
+		_exit(mapped | (p[2 * PG] == 'f') << 4);
+	}
+	int st = -1;
+	D_CALL(log, waitpid(pid, &st, 0) == pid);
+	D_VAL(log, st);
+	close(fd);
+}
+
+/* mseal(2) (Linux 6.10): the kernel refuses to map over a sealed mapping
+ * (EPERM) and leaves it as it was. */
+#define SYS_mseal_ 462
+
+DIFF_TEST(break, map_fixed_over_a_sealed_mapping)
+{
+	int fd = diff_mkfile(log, dir, "f", 4 * PG, 14);
+	int g = diff_mkfile(log, dir, "g", 4 * PG, 15);
+	char *p = D_MMAP(log, o, NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	D_FILL(log, p, 's', PG);
+	D_CALL(log, syscall(SYS_mseal_, p, 4 * PG, 0));
+	D_MMAP(log, o, p, 4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, g, 0);
+	D_MMAP(log, o, p, 4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+	D_MMAP(log, o, p, 4 * PG, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);
+	D_CALL(log, o->munmap(p, 4 * PG));
+	read_pages(log, p, 4);
+	T_FILL(log, p + PG, 't', PG);
+	D_CALL(log, o->msync(p, 4 * PG, MS_SYNC));
+	D_PREAD(log, fd, 0, 4 * PG);
+	close(g);
+	close(fd);
+}
+
+/* MAP_FIXED at addresses the kernel refuses (unaligned, beyond the top of
+ * user space, lengths that overflow) leaves the mapping there as it was. */
+DIFF_TEST(break, map_fixed_at_bad_addresses)
+{
+	int fd = diff_mkfile(log, dir, "f", 4 * PG, 16);
+	char *p = D_MMAP(log, o, NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	D_FILL(log, p, 'b', 4 * PG);
+	D_MMAP(log, o, p + 1, PG, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);
+	D_MMAP(log, o, p, (size_t)-PG, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);
+	D_MMAP(log, o, p, (size_t)-1, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);
+	D_MMAP(log, o, p, 0, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);
+	D_MMAP(log, o, p, PG, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 1);
+	D_MMAP(log, o, p, PG, PROT_READ, MAP_SHARED | MAP_FIXED, fd, -PG);
+	D_MMAP(log, o, p, 4 * PG, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0x7fffffffffffe000LL);
+	D_MMAP(log, o, (void *)(1UL << 47), PG, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);
+	D_MMAP(log, o, (void *)((1UL << 47) - PG), 2 * PG, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);
+	D_MMAP(log, o, (void *)(1UL << 57), PG, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);
+	D_MMAP(log, o, p + 2 * PG, 2 * PG, PROT_READ, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
+	D_MMAP(log, o, p, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_SHARED, -1, 0);
+	read_pages(log, p, 4);
+	D_FILL(log, p + 3 * PG, 'c', 1);
+	D_CALL(log, o->msync(p, 4 * PG, MS_SYNC));
+	D_PREAD(log, fd, 0, 4 * PG);
+	close(fd);
+}
+
+/* ----------------------- 8. duplicates (old_size 0) of shared mappings */
+
+/* Duplicates from the middle of a shared file mapping, with an unaligned
+ * size reaching past the end of file: contents, stores seen both ways,
+ * SIGBUS beyond the end, mprotect, msync, munmap of the original, fork. */
+DIFF_TEST(break, duplicate_from_the_middle_of_a_shared_file_mapping)
+{
+	int fd = diff_mkfile(log, dir, "f", 3 * PG + 100, 17);
+	char *p = D_MMAP(log, o, NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	char *d = D_MREMAP(log, o, p + PG, 0, 3 * PG + 5, MREMAP_MAYMOVE);
+	read_pages(log, d, 5);
+	T_FILL(log, d, 'd', 10);
+	T_FILL(log, p + 2 * PG, 'p', 10);
+	read_pages(log, d, 2);
+	read_pages(log, p, 3);
+	D_CALL(log, o->mprotect(d, PG, PROT_READ));
+	T_FILL(log, d, 'e', 1);
+	D_CALL(log, o->mprotect(d + PG, 2 * PG, PROT_NONE));
+	T_READ(log, p + 2 * PG, 8);
+	D_CALL(log, o->munmap(p, 4 * PG));
+	D_CALL(log, o->mprotect(d + PG, 2 * PG, PROT_READ | PROT_WRITE));
+	T_FILL(log, d + 2 * PG + 90, 'x', 20);
+	D_CALL(log, o->msync(d, 3 * PG, MS_SYNC));
+	D_PREAD(log, fd, 0, 4 * PG);
+	D_CALL(log, o->ftruncate(fd, 6 * PG));
+	read_pages(log, d, 4);
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		d[3 * PG] = 'c';
+		_exit(d[0] == 'd' ? 0 : 3);
+	}
+	int st = -1;
+	D_CALL(log, waitpid(pid, &st, 0) == pid);
+	D_VAL(log, st);
+	read_pages(log, d, 4);
+	D_CALL(log, o->munmap(d, 4 * PG));
+	close(fd);
+}
+
+/* Duplicates of shared anonymous memory: the object keeps its size (SIGBUS
+ * beyond it), stores are seen through both, a duplicate of a duplicate,
+ * MADV_REMOVE through one, fork. */
+DIFF_TEST(break, duplicate_of_shared_anonymous_memory)
+{
+	char *p = D_MMAP(log, o, NULL, 3 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	D_FILL(log, p, 'a', 3 * PG);
+	char *d = D_MREMAP(log, o, p + PG, 0, 4 * PG, MREMAP_MAYMOVE);
+	read_pages(log, d, 4);
+	T_FILL(log, d + PG, 'b', 10);
+	char *e = D_MREMAP(log, o, d, 0, PG, MREMAP_MAYMOVE);
+	T_FILL(log, e, 'e', 10);
+	read_pages(log, p, 3);
+	D_CALL(log, o->madvise(d, PG, MADV_REMOVE));
+	read_pages(log, p, 3);
+	read_pages(log, e, 1);
+	D_CALL(log, o->munmap(p, 3 * PG));
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		d[PG + 1] = 'c';
+		_exit(e[0] == 0 ? 0 : 3);
+	}
+	int st = -1;
+	D_CALL(log, waitpid(pid, &st, 0) == pid);
+	D_VAL(log, st);
+	read_pages(log, d, 2);
+	D_MREMAP(log, o, d, 0, 2 * PG, MREMAP_MAYMOVE | MREMAP_FIXED);
+	D_MREMAP(log, o, d + 2, 0, PG, MREMAP_MAYMOVE);
+	D_MREMAP(log, o, d + 8 * PG, 0, PG, MREMAP_MAYMOVE);
+	D_MREMAP(log, o, d, 0, 0, MREMAP_MAYMOVE);
+	D_MREMAP(log, o, d, 0, PG, 0);
 }
