@@ -484,7 +484,7 @@ void cache_discard(struct um_cache *c, uint64_t off, uint64_t len)
 	if (c->c_swap && c->c_swap->ops->discard)
 		c->c_swap->ops->discard(c->c_swap, off, len);
 	for (uint64_t p = off / UM_PAGE; p < (off + len) / UM_PAGE && p < c->c_wext / UM_PAGE; p++)
-		c->c_pstate[p] &= (uint8_t)~PG_SWAPPED;
+		c->c_pstate[p] &= (uint8_t)~(PG_SWAPPED | PG_LAZYFREE);
 }
 
 /* Drop the PRESENT pages of [off, off+len) from the memfd (dirty ones too
@@ -505,7 +505,11 @@ void cache_drop(struct um_cache *c, uint64_t off, uint64_t len, bool clean_only)
 		while (q < end && (c->c_pstate[q] & PG_PRESENT) &&
 		       !(clean_only && (c->c_pstate[q] & PG_DIRTY))) {
 			dirty += (c->c_pstate[q] & PG_DIRTY) != 0;
-			c->c_pstate[q++] &= PG_SWAPPED; /* a swapped copy stays */
+			/* A swapped copy stays, and with it the MADV_FREE mark:
+			 * eviction is ummap's, not the kernel's reclaim, so the
+			 * page is still the kernel's lazily freed one. */
+			c->c_pstate[q] &= (c->c_pstate[q] & PG_SWAPPED) ? PG_SWAPPED | PG_LAZYFREE : 0;
+			q++;
 		}
 		uint64_t boff = p * UM_PAGE, blen = (q - p) * UM_PAGE;
 		/* Unmaps the pages from every VMA, then frees them. */
@@ -672,8 +676,8 @@ int cache_fill(struct um_cache *c, uint64_t off, uint64_t len)
 			if (e)
 				return e;
 		}
-		for (uint64_t i = p; i < q; i++)
-			c->c_pstate[i] = PG_PRESENT | PG_REF;
+		for (uint64_t i = p; i < q; i++) /* (the MADV_FREE mark of a page back from swap stays) */
+			c->c_pstate[i] = PG_PRESENT | PG_REF | (c->c_pstate[i] & PG_LAZYFREE);
 		c->c_sh->resident += blen;
 		p = q;
 	}

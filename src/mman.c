@@ -457,14 +457,16 @@ int um_msync(void *addr, size_t length, int flags)
  * MADV_FREE on private anonymous memory: the data stays (the kernel drops
  * it only when memory is short), but MADV_PAGEOUT drops the pages not
  * stored into since, as the kernel's reclaim does.  Stores are seen by
- * write-protecting the range (fault.c clears the mark).
+ * write-protecting the range (fault.c clears the mark).  Pages ummap
+ * swapped out under its budget are marked too, and keep the mark in swap:
+ * to the kernel they would be in memory.
  */
 static void mark_lazyfree(struct um_region *r, uintptr_t s, uintptr_t e)
 {
 	struct um_cache *c = r->r_cache;
 	for (uintptr_t a = s; a < e; a += UM_PAGE) {
 		uint64_t p = (r->r_off + (a - r->r_start)) / UM_PAGE;
-		if (p < c->c_wext / UM_PAGE && (c->c_pstate[p] & PG_PRESENT))
+		if (p < c->c_wext / UM_PAGE && (c->c_pstate[p] & (PG_PRESENT | PG_SWAPPED)))
 			c->c_pstate[p] |= PG_LAZYFREE;
 	}
 	struct uffdio_writeprotect wp = { .range = { s, e - s }, .mode = UFFDIO_WRITEPROTECT_MODE_WP };
@@ -474,7 +476,7 @@ static void mark_lazyfree(struct um_region *r, uintptr_t s, uintptr_t e)
 static void discard_lazyfree(struct um_cache *c, uint64_t off, uint64_t len)
 {
 	for (uint64_t p = off / UM_PAGE; p < (off + len) / UM_PAGE && p < c->c_wext / UM_PAGE; p++)
-		if ((c->c_pstate[p] & (PG_PRESENT | PG_LAZYFREE)) == (PG_PRESENT | PG_LAZYFREE))
+		if (c->c_pstate[p] & PG_LAZYFREE) /* (in memory or in swap) */
 			cache_discard(c, p * UM_PAGE, UM_PAGE);
 }
 

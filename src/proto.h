@@ -84,7 +84,8 @@ enum {
 	PG_SWAPPED = 1 << 4, /* anonymous: its content is in the swap store */
 	PG_WRITING = 1 << 5, /* being written back: not DIRTY, not yet in the file */
 	PG_LAZYFREE = 1 << 6, /* private anonymous, MADV_FREE: dropped, not kept,
-			       * by MADV_PAGEOUT until the next store */
+			       * by MADV_PAGEOUT until the next store (also
+			       * while in swap) */
 };
 
 enum um_msg_type {

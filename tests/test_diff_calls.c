@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "diff.h"
+#include "ummap.h"
 
 #define PG DIFF_PG
 
@@ -928,6 +929,29 @@ DIFF_TEST(madvise, free_then_pageout)
 	D_CALL(log, o->madvise(a, 4 * PG, MADV_PAGEOUT));
 	D_READ(log, a, 4 * PG);
 	D_CALL(log, o->munmap(a, 4 * PG));
+}
+
+/* The same under a budget of 8 pages, so that ummap swaps the pages given
+ * MADV_FREE out (when another mapping is filled) and back in (when read):
+ * being in swap rather than in memory must not make MADV_PAGEOUT keep them,
+ * whether they went there before MADV_FREE or after. */
+DIFF_TEST(madvise, free_then_pageout_under_a_small_budget)
+{
+#ifndef DIFF_KERNEL_ONLY
+	um_configure(&(struct um_config){ .budget = 8 * PG }); /* (only ummap's side pages through it) */
+#endif
+	char *b = D_MMAP(log, o, NULL, 16 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0); /* (mapped first: evicted last) */
+	char *a = D_MMAP(log, o, NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	D_FILL(log, a, 'f', 4 * PG);
+	D_CALL(log, o->madvise(a, 2 * PG, MADV_FREE));
+	D_FILL(log, b, 'b', 16 * PG); /* a's pages go to swap */
+	D_READ(log, a, 4 * PG);	      /* and come back */
+	D_FILL(log, b, 'c', 16 * PG); /* and go again */
+	D_CALL(log, o->madvise(a + 2 * PG, 2 * PG, MADV_FREE));
+	D_CALL(log, o->madvise(a, 4 * PG, MADV_PAGEOUT));
+	D_READ(log, a, 4 * PG);
+	D_CALL(log, o->munmap(a, 4 * PG));
+	D_CALL(log, o->munmap(b, 16 * PG));
 }
 
 static uint32_t fnv32(const char *p, size_t n)
