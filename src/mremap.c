@@ -106,7 +106,8 @@ static int private_relocate(struct um_region *r, uint64_t keep)
 		else
 			c->c_swap->ops->read(c->c_swap, page, UM_PAGE, p * UM_PAGE);
 		cache_io(c, true, page, UM_PAGE, q * UM_PAGE);
-		c->c_pstate[q] = PG_PRESENT | PG_REF;
+		/* (A page given MADV_FREE keeps its mark where it moves.) */
+		c->c_pstate[q] = (uint8_t)(PG_PRESENT | PG_REF | (s & PG_LAZYFREE));
 		c->c_sh->resident += UM_PAGE;
 	}
 	int e2 = map_registered(r, MAP_SHARED | MAP_NORESERVE, noff);
