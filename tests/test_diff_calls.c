@@ -954,6 +954,23 @@ DIFF_TEST(madvise, free_then_pageout_under_a_small_budget)
 	D_CALL(log, o->munmap(b, 16 * PG));
 }
 
+/* A piece of private anonymous memory grown over offsets another piece
+ * holds moves to fresh ones (its pages copied): pages given MADV_FREE keep
+ * their mark, and MADV_PAGEOUT drops them, as the kernel's. */
+DIFF_TEST(madvise, free_then_grown_over_a_neighbour_then_pageout)
+{
+	char *a = D_MMAP(log, o, NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	D_FILL(log, a, 'f', 4 * PG);
+	D_CALL(log, o->munmap(a + PG, PG));
+	D_CALL(log, o->madvise(a, PG, MADV_FREE));
+	char *q = D_MREMAP(log, o, a, PG, 3 * PG, MREMAP_MAYMOVE);
+	D_CALL(log, o->madvise(q, 3 * PG, MADV_PAGEOUT));
+	D_READ(log, q, PG);
+	D_READ(log, a + 2 * PG, 2 * PG);
+	D_CALL(log, o->munmap(q, 3 * PG));
+	D_CALL(log, o->munmap(a + 2 * PG, 2 * PG));
+}
+
 static uint32_t fnv32(const char *p, size_t n)
 {
 	uint32_t h = 2166136261u;
