@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -90,17 +91,40 @@ int sys_uffd_api(int fd, uint64_t want, uint64_t *got)
 	return 0;
 }
 
+/* A thread being started: its function, and the sign that it runs. */
+struct start {
+	void *(*fn)(void *);
+	sem_t running;
+};
+
+static void *run_started(void *arg)
+{
+	struct start *st = arg;
+	void *(*fn)(void *) = st->fn;
+	sem_post(&st->running); /* (st is the starter's, gone after this) */
+	return fn(NULL);
+}
+
 /*
  * An engine thread, with every signal blocked: an application's handler
  * run there could call um_* (the thread may hold um.lock) or touch a
- * mapping (the fault thread would wait for itself).
+ * mapping (the fault thread would wait for itself).  Returns once the
+ * thread runs: a fork() made while a thread is still starting can leave
+ * the child with a runtime's thread-list lock held (seen with
+ * AddressSanitizer), on which the child's own engine threads then block.
  */
 int um_thread_start(pthread_t *t, void *(*fn)(void *))
 {
+	struct start st = { .fn = fn };
 	sigset_t all, old;
+	if (sem_init(&st.running, 0, 0) < 0)
+		return -errno;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int e = pthread_create(t, NULL, fn, NULL);
+	int e = pthread_create(t, NULL, run_started, &st);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	while (!e && sem_wait(&st.running) < 0 && errno == EINTR)
+		;
+	sem_destroy(&st.running);
 	return -e;
 }
