@@ -306,14 +306,23 @@ uint64_t cache_resident_all(void)
 	return n;
 }
 
+/* This process's entries leave c's table of write-tracked mappings (no
+ * region maps c any more).  Before the service hears this process is done
+ * with c: seeing entries left, it would keep the cache open and give it to
+ * the file's next opener, stale. */
+void cache_leave_table(struct um_cache *c)
+{
+	if (!c->c_shared)
+		return;
+	cache_lock(c);
+	c->c_maps_changed = false;
+	sync_maps(c);
+	cache_unlock(c);
+}
+
 void cache_free(struct um_cache *c)
 {
-	if (c->c_shared) {
-		cache_lock(c);
-		c->c_maps_changed = false;
-		sync_maps(c); /* (no region maps c: removes our entries) */
-		cache_unlock(c);
-	}
+	cache_leave_table(c);
 	struct um_cache **p = &um.caches;
 	while (*p != c)
 		p = &(*p)->c_next;

@@ -275,6 +275,7 @@ struct um_cache *cache_new_anon(uint64_t len, bool shared, int *err);
 int cache_shared_by_service(struct um_cache *c, int memfd, int statefd); /* 0 or errno */
 void cache_watch(struct um_cache *c); /* inotify on a file cache's file */
 void cache_drop(struct um_cache *c, uint64_t off, uint64_t len, bool clean_only); /* punch */
+void cache_leave_table(struct um_cache *c); /* before the service is told */
 void cache_free(struct um_cache *c);
 void cache_lock(struct um_cache *c);	/* the cache's own lock, if shared */
 bool cache_trylock(struct um_cache *c, bool *taken);

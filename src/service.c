@@ -447,6 +447,7 @@ void svc_check_errors(struct um_cache *c)
  * when its last process is), then c is freed. */
 void svc_release(struct um_cache *c)
 {
+	cache_leave_table(c);
 	if (c->c_shared && um.svc >= 0) {
 		struct um_msg m = { .type = UM_MSG_DROP, .version = UM_PROTO_VERSION, .dev = c->c_dev,
 				    .ino = c->c_ino };
